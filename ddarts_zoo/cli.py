@@ -1,0 +1,39 @@
+"""``ddarts-zoo`` command line: one sub-command per module in :mod:`ddarts_zoo.commands`.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported
+only when their command runs, so ``ddarts-zoo --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Dict, List, Optional, Tuple
+
+# name -> (module, one-line help)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    'info': ('ddarts_zoo.commands.info', 'table of registered models: genotype, cells, params, MACs, weights'),
+    'demo': ('ddarts_zoo.commands.demo', 'build every model, print the table, run digits through one model'),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='ddarts-zoo', description='D-DARTS / DARTOpti model zoo tools')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sp)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The published D-DARTS / DARTOpti genotypes and the handcrafted DARTOpti baselines, as package data.
+
+``get(name)`` returns a :class:`~ddarts_zoo.genotype.Genotype`; ``names()`` lists what is shipped.
+The searched genotypes come from the authors' release (Apache-2.0, see ``official/LICENSE``); the JSON
+files beside this module are generated from them by ``python -m ddarts_zoo.genotypes.build``.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List
+
+from ..genotype import Genotype, GenotypeError
+
+__all__ = ['get', 'names', 'info', 'GENOTYPE_DIR']
+
+GENOTYPE_DIR = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=None)
+def _index() -> Dict[str, Path]:
+    return {p.stem: p for p in sorted(GENOTYPE_DIR.glob('*.json'))}
+
+
+def names() -> List[str]:
+    """Names of the shipped genotypes, sorted."""
+    return sorted(_index())
+
+
+@lru_cache(maxsize=None)
+def get(name: str) -> Genotype:
+    """The shipped genotype ``name`` (e.g. ``'dd1'``, ``'do2_resnet18'``, ``'resnet50'``)."""
+    path = _index().get(name)
+    if path is None:
+        raise GenotypeError(f'no shipped genotype named {name!r}; shipped: {", ".join(names())}')
+    return Genotype.from_dict(json.loads(path.read_text(encoding='utf-8')))
+
+
+def info(name: str) -> Dict[str, object]:
+    """Provenance of a shipped genotype (source file, search dataset, parsing, paper name)."""
+    return dict(get(name).meta)
