@@ -7,3 +7,4 @@ from .ops import OPS, DARTS_SPACE, DARTOPTI_SPACE, register_op
 from . import genotypes
 
 __version__ = '0.1.0'
+from . import zoo  # noqa: E402  (registers the timm models)
