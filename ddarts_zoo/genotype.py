@@ -105,7 +105,7 @@ class Genotype:
         reductions: indices of the reduction cells.
         concat: the authors' ``concat`` range, kept for compatibility (networks concatenate the
             cell's live intermediate nodes instead, as the authors' networks do).
-        name: optional short name (e.g. ``'dd1'``).
+        name: optional short name (e.g. ``'dd1'``); like ``meta`` it does not take part in ``==``.
         meta: free-form JSON-serialisable provenance (source file, dataset, parsing ...).
         empty_cell: what a cell whose every node is dead becomes. ``'error'`` (default) rejects such a
             genotype; ``'skip_connect'`` is an explicit, recorded repair that turns the cell into a single
@@ -116,7 +116,7 @@ class Genotype:
     genes: Tuple[Gene, ...]
     reductions: Tuple[int, ...]
     concat: Tuple[int, ...] = (2, 3, 4, 5)
-    name: Optional[str] = None
+    name: Optional[str] = field(default=None, compare=False)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     empty_cell: str = 'error'
 
@@ -250,6 +250,8 @@ class Genotype:
             raise GenotypeError(f'expand(layers={layers}): cannot shrink a {self.num_cells}-cell genotype')
         if layers == self.num_cells:
             return self
+        if self.num_cells == 2:
+            raise GenotypeError('expand(): the genotype has no normal cell whose gene could be repeated')
         r1, r2 = sorted(self.reductions)
         src_intervals = [list(range(0, r1)), list(range(r1 + 1, r2)), list(range(r2 + 1, self.num_cells))]
         new_r1, new_r2 = layers // 3, 2 * layers // 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -34,6 +35,7 @@ _PALETTE = ('#1f77b4', '#17becf', '#2ca02c', '#98df8a', '#7f7f7f', '#ff7f0e', '#
 _INPUT_LABELS = {0: '$c_{k-2}$', 1: '$c_{k-1}$'}
 _OUTPUT = 'out'
 _REDUCTION_COLOR = '#c0392b'
+_INCH_PER_UNIT = 0.75  # drawing scale: inches per layout unit (node columns are 1.6 units apart)
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -82,22 +84,80 @@ def cell_graph(genotype: Genotype, cell: int):
 
 def _layout(live: Sequence[int]) -> Dict[object, Tuple[float, float]]:
     """Inputs on the left, intermediate nodes left to right in a zigzag, the output on the right."""
-    pos: Dict[object, Tuple[float, float]] = {0: (0.0, -1.0), 1: (0.0, 1.0)}
+    pos: Dict[object, Tuple[float, float]] = {0: (0.0, -1.7), 1: (0.0, 1.7)}
     for j, node in enumerate(live):
-        pos[node] = (1.0 + j, 0.55 if j % 2 else -0.55)
-    pos[_OUTPUT] = (1.0 + len(live), 0.0)
+        pos[node] = (1.6 * (1 + j), 0.6 if j % 2 else -0.6)
+    pos[_OUTPUT] = (1.6 * (1 + len(live)), 0.0)
     return pos
 
 
-def draw_cell(ax, genotype: Genotype, cell: int, *, font_size: float = 7.0) -> None:
-    """Draw ``cell`` of ``genotype`` on the matplotlib axes ``ax``."""
-    import networkx as nx
+def _bend(src: int, dst: int, key: int, parallel: int) -> float:
+    """``arc3`` radius of an op edge (positive bends a left-to-right edge downwards).
 
+    Edges from ``c_{k-2}`` (bottom) bend down and edges from ``c_{k-1}`` (top) bend up, more the
+    further they reach, so they pass outside the chain of intermediate nodes; edges between
+    intermediate nodes bend slightly, alternating sides.  Parallel ops of one pair fan out around it.
+    """
+    if src < 2:
+        base = (1.0 if src == 0 else -1.0) * (0.1 if dst == 2 else min(0.25 + 0.05 * (dst - 3), 0.4))
+    else:
+        base = 0.0 if dst - src == 1 else (0.15 if src % 2 else -0.15)
+    if parallel > 1:
+        base += (key - (parallel - 1) / 2) * 0.24
+    return base
+
+
+def _arc_points(p0: Tuple[float, float], p1: Tuple[float, float], rad: float, num: int = 17):
+    """Points of matplotlib's ``arc3`` quadratic Bezier curve (exact in data units at equal aspect)."""
+    (x0, y0), (x1, y1) = p0, p1
+    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+    ts = [k / (num - 1) for k in range(num)]
+    return [((1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t * t * x1,
+             (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t * t * y1) for t in ts]
+
+
+@dataclass(frozen=True)
+class _CellDrawing:
+    """What :func:`draw_cell` needs: graph, node positions, per-edge bend, and the data bounds."""
+
+    graph: object
+    pos: Dict[object, Tuple[float, float]]
+    bends: Dict[Tuple[object, object, int], float]
+    bounds: Tuple[float, float, float, float]
+
+
+def _plan_cell(genotype: Genotype, cell: int) -> _CellDrawing:
     graph = cell_graph(genotype, cell)
+    pos = _layout(genotype.live_nodes(cell))
+    bends = {}
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    for u, v, key, data in graph.edges(keys=True, data=True):
+        rad = 0.0 if data['op'] is None else round(_bend(u, v, key, graph.number_of_edges(u, v)), 3)
+        bends[(u, v, key)] = rad
+        pts = _arc_points(pos[u], pos[v], rad)
+        xs += [x for x, _ in pts]
+        ys += [y for _, y in pts]
+    pad = 0.6  # node radius + label room
+    return _CellDrawing(graph, pos, bends, (min(xs) - pad, max(xs) + pad, min(ys) - pad, max(ys) + pad))
+
+
+def draw_cell(ax, genotype: Genotype, cell: int, *, font_size: float = 7.0,
+              plan: Optional[_CellDrawing] = None) -> Tuple[float, float, float, float]:
+    """Draw ``cell`` of ``genotype`` on the matplotlib axes ``ax`` (equal aspect).
+
+    Nodes are drawn with networkx; op edges are ``arc3`` arrows labelled at their midpoint.  Returns the
+    drawing's data bounds ``(xmin, xmax, ymin, ymax)``, also set as the axes limits.
+    """
+    import networkx as nx
+    from matplotlib.patches import FancyArrowPatch
+
+    plan = plan or _plan_cell(genotype, cell)
+    graph, pos = plan.graph, plan.pos
     live = genotype.live_nodes(cell)
-    pos = _layout(live)
     reduction = genotype.is_reduction(cell)
-    node_size = 620
+    node_size = 620  # points^2
+    shrink = 0.5 * node_size ** 0.5 + 1.0  # node radius in points
 
     for nodes, shape, color in (([0, 1], 's', '#aed6f1'), (list(live), 'o', '#fdebd0'),
                                 ([_OUTPUT], 's', '#d5f5e3')):
@@ -108,32 +168,29 @@ def draw_cell(ax, genotype: Genotype, cell: int, *, font_size: float = 7.0) -> N
     nx.draw_networkx_labels(graph, pos, labels=labels, font_size=font_size + 1, ax=ax)
 
     for u, v, key, data in graph.edges(keys=True, data=True):
-        if data['op'] is None:  # concat into the cell output
-            nx.draw_networkx_edges(graph, pos, edgelist=[(u, v, key)], edge_color='#999999', style='dashed',
-                                   width=0.7, arrowsize=7, node_size=node_size, ax=ax,
-                                   connectionstyle='arc3,rad=0.0')
-            continue
-        # Bend every op edge (alternating sides by span so that long edges clear the nodes they pass),
-        # parallel ops of one pair further out on the same side.
-        side = 1.0 if (v - u) % 2 else -1.0
-        style = f'arc3,rad={side * (0.22 + 0.22 * key):.2f}'
-        color = op_color(data['op'])
-        nx.draw_networkx_edges(graph, pos, edgelist=[(u, v, key)], edge_color=color, width=1.3,
-                               arrowsize=9, node_size=node_size, ax=ax, connectionstyle=style)
-        nx.draw_networkx_edge_labels(
-            graph, pos, edge_labels={(u, v, key): OP_LABELS.get(data['op'], data['op'])},
-            font_size=font_size, font_color=color, connectionstyle=style, rotate=False, ax=ax,
-            node_size=node_size, bbox=dict(boxstyle='round,pad=0.12', fc='white', ec='none', alpha=0.85))
+        rad = plan.bends[(u, v, key)]
+        op = data['op']
+        color = '#999999' if op is None else op_color(op)
+        ax.add_patch(FancyArrowPatch(
+            pos[u], pos[v], connectionstyle=f'arc3,rad={rad}', arrowstyle='-|>',
+            mutation_scale=7 if op is None else 9, lw=0.7 if op is None else 1.3,
+            linestyle='--' if op is None else '-', color=color, shrinkA=shrink, shrinkB=shrink, zorder=1))
+        if op is not None:
+            x, y = _arc_points(pos[u], pos[v], rad, num=3)[1]
+            ax.text(x, y, OP_LABELS.get(op, op), fontsize=font_size, color=color, ha='center', va='center',
+                    zorder=3, bbox=dict(boxstyle='round,pad=0.12', fc='white', ec='none', alpha=0.85))
 
-    dead = len(genotype.genes[cell]) - sum(1 for e in genotype.live_gene(cell, warn=False))
+    live_edges = set(genotype.live_gene(cell, warn=False))
+    dead = sum(1 for e in genotype.genes[cell] if e not in live_edges)
     title = f'cell {cell}' + (' (reduction)' if reduction else '')
     if dead > 0:
-        title += f'\n{dead} dead edge{"s" if dead > 1 else ""} hidden'
+        title += f', {dead} dead edge{"s" if dead > 1 else ""} hidden'
     ax.set_title(title, fontsize=font_size + 2, color=_REDUCTION_COLOR if reduction else 'black',
                  fontweight='bold' if reduction else 'normal')
-    xs = [p[0] for p in pos.values()]
-    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.set_ylim(-1.75, 1.75)
+    xmin, xmax, ymin, ymax = plan.bounds
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_aspect('equal')
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -142,6 +199,7 @@ def draw_cell(ax, genotype: Genotype, cell: int, *, font_size: float = 7.0) -> N
         spine.set_linewidth(1.5)
     if reduction:
         ax.set_facecolor('#fdf2f1')
+    return plan.bounds
 
 
 def _new_figure(figsize: Tuple[float, float]):
@@ -163,29 +221,43 @@ def plot_genotype(genotype: Union[Genotype, PathLike, dict], out: PathLike, *, d
                   title: Optional[str] = None) -> Path:
     """Draw every cell of ``genotype`` as a DAG on a grid and write ``out`` (.png, .svg or .pdf).
 
-    Reduction cells have a red title and frame.  Returns the written path.
+    All cells share one scale; reduction cells have a red title and frame; a legend maps edge colours
+    to op names.  Returns the written path.
     """
+    from matplotlib.lines import Line2D
+
     g = load_genotype(genotype)
     path = _check_format(out)
     rows, cols = grid_shape(g.num_cells)
-    width = max(2 + len(g.live_nodes(i)) for i in range(g.num_cells))  # widest cell, in node columns
-    cell_w = 1.0 + 0.85 * width
-    fig = _new_figure((cell_w * cols, 3.2 * rows + 0.9))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < g.num_cells:
-            draw_cell(ax, g, i)
-        else:
-            ax.set_axis_off()
-
-    from matplotlib.lines import Line2D
+    plans = [_plan_cell(g, i) for i in range(g.num_cells)]
+    width = max(b[1] - b[0] for b in (p.bounds for p in plans))
+    height = max(b[3] - b[2] for b in (p.bounds for p in plans))
     handles = [Line2D([], [], color=op_color(op), lw=2, label=op) for op in used_ops(g)]
-    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    legend_rows = math.ceil(len(handles) / 6)
+
+    # Layout in inches, then as figure fractions (no tight_layout: it would render the figure twice).
+    cell_w, cell_h = _INCH_PER_UNIT * width, _INCH_PER_UNIT * height
+    gap, cell_title, margin = 0.25, 0.35, 0.2
+    top, bottom = 0.6, 0.25 * legend_rows + 0.2
+    fig_w = cols * cell_w + (cols - 1) * gap + 2 * margin
+    fig_h = rows * (cell_h + cell_title) + (rows - 1) * gap + top + bottom
+    fig = _new_figure((fig_w, fig_h))
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw=dict(
+        left=margin / fig_w, right=1 - margin / fig_w, bottom=bottom / fig_h,
+        top=1 - (top + cell_title) / fig_h, wspace=gap / cell_w, hspace=(gap + cell_title) / cell_h))
+    for i, ax in enumerate(axes.flat):
+        if i >= g.num_cells:
+            ax.set_axis_off()
+            continue
+        x0, x1, y0, y1 = draw_cell(ax, g, i, plan=plans[i])
+        # pad every cell to the common extent so that all share one scale
+        ax.set_xlim(x0, x0 + width)
+        ax.set_ylim((y0 + y1 - height) / 2, (y0 + y1 + height) / 2)
+    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.05 / fig_h))
     heading = title or (f'{g.name or "genotype"}: {g.num_cells} cells, {g.op_space} space, '
                         f'reductions {list(g.reductions)}')
-    fig.suptitle(heading, fontsize=12)
-    legend_rows = math.ceil(len(handles) / 6)
-    fig.tight_layout(rect=(0, 0.035 * legend_rows / max(rows, 1) + 0.02, 1, 0.97))
+    fig.suptitle(heading, fontsize=12, y=1 - 0.15 / fig_h, va='top')
     return _save(fig, path, dpi)
 
 
@@ -210,7 +282,8 @@ def plot_distance_matrix(matrix, labels: Sequence[str], out: PathLike, *, dpi: i
         threshold = 0.6 * m.max()
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f'{m[i, j]:.2f}', ha='center', va='center', fontsize=6 if n > 10 else 8,
+                ax.text(j, i, f'{m[i, j]:.{3 if n <= 8 else 2}f}', ha='center', va='center',
+                        fontsize=6 if n > 10 else 8,
                         color='black' if m[i, j] > threshold else 'white')
     ax.set_title(title)
     fig.tight_layout()
