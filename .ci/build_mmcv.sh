@@ -18,7 +18,7 @@ fi
 echo "[build_mmcv] no cached wheel in $wheel_dir: building mmcv $mmcv_version from source (~12 min on 2 cores)" >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pip_quiet=(-q --disable-pip-version-check)
+pip_quiet=(-q --disable-pip-version-check -c "$(cd "$(dirname "$0")" && pwd)/constraints.txt")
 # setuptools<70 only while building; torch itself wants a newer one at run time.
 old_setuptools=$("$py" -c 'import importlib.metadata as m; print(m.version("setuptools"))' 2>/dev/null || echo "")
 "$py" -m pip install "${pip_quiet[@]}" "setuptools<70" wheel ninja >&2

@@ -47,12 +47,17 @@ class Cell(nn.Module):
     """A derived cell: preprocess both inputs, compute live nodes in increasing order, concat them."""
 
     def __init__(self, genotype: Genotype, index: int, c_pp: int, c_p: int, c: int, reduction: bool,
-                 reduction_prev: bool, drop_path: float = 0.0) -> None:
+                 reduction_prev: bool, drop_path: float = 0.0, prune_unused_inputs: bool = False) -> None:
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c)
-        self.preprocess1 = ReLUConvBN(c_p, c)
         gene = genotype.live_gene(index)
+        used = {e.src for e in gene}
+        self.unused_inputs: List[int] = [k for k in (0, 1) if k not in used]
+        # An input no edge reads keeps its preprocessing by default (as in the authors' networks and their
+        # parameter counts); prune_unused_inputs=True drops it (no parameter without a gradient, e.g. for DDP).
+        self.preprocess0 = nn.Identity() if prune_unused_inputs and 0 not in used else (
+            FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c))
+        self.preprocess1 = nn.Identity() if prune_unused_inputs and 1 not in used else ReLUConvBN(c_p, c)
         node_ids = sorted({e.to for e in gene})
         slot = {0: 0, 1: 1}
         nodes = []
@@ -81,7 +86,12 @@ class Cell(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """Auxiliary classifier after the last reduction cell (training only, loss weight 0.4 in the paper)."""
+    """Auxiliary classifier after the last reduction cell (training only, loss weight 0.4 in the paper).
+
+    ReLU, AvgPool 5 (stride 3 CIFAR / 2 ImageNet), 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU,
+    linear. Maps smaller than the 5x5 pooling window (e.g. DARTOpti genotypes with 3-4 reductions at 32 px)
+    are average-pooled to 2x2 instead, so the head works at any depth.
+    """
 
     def __init__(self, in_chs: int, num_classes: int, pool_stride: int = 3) -> None:
         super().__init__()
@@ -95,11 +105,17 @@ class AuxHead(nn.Module):
             nn.BatchNorm2d(768),
             nn.ReLU(inplace=False),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)  # 1x1 at the design resolution; robust to other sizes
+        self.pool = nn.AdaptiveAvgPool2d(1)  # 1x1 already at the design resolution
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.features(x)).flatten(1))
+        if min(x.shape[-2:]) < 5:
+            x = nn.functional.adaptive_avg_pool2d(self.features[0](x), 2)
+            for layer in self.features[2:]:
+                x = layer(x)
+        else:
+            x = self.features(x)
+        return self.classifier(self.pool(x).flatten(1))
 
 
 def _conv_bn(in_chs: int, out_chs: int, stride: int) -> List[nn.Module]:
@@ -121,6 +137,9 @@ class DDartsNet(nn.Module):
         drop_path_rate: per-sample drop-path probability on each node's sum (training only).
         global_pool: timm pooling type ('avg', 'max', ..., '' for none).
         stem_multiplier: CIFAR stem width in units of ``C`` (3 in DARTS).
+        prune_unused_inputs: drop the preprocessing of cell inputs that no edge reads (some published
+            genotypes have such inputs; the paper's parameter counts include them, so they are kept by
+            default, but they never receive a gradient).
     """
 
     def __init__(
@@ -136,6 +155,7 @@ class DDartsNet(nn.Module):
             drop_path_rate: float = 0.0,
             global_pool: str = 'avg',
             stem_multiplier: int = 3,
+            prune_unused_inputs: bool = False,
     ) -> None:
         super().__init__()
         geno = load_genotype(genotype)
@@ -178,7 +198,7 @@ class DDartsNet(nn.Module):
             if reduction:
                 c *= 2
                 stride *= 2
-            cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate)
+            cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate, prune_unused_inputs)
             cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.out_chs
@@ -245,7 +265,7 @@ class DDartsNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.stem_type == 'cifar':
+        if hasattr(self, 'stem'):  # resolved at compile time under TorchScript
             s = self.stem(x)
             return s, s
         s0 = self.stem0(x)
