@@ -14,6 +14,9 @@ from typing import Dict, List, Optional, Tuple
 COMMANDS: Dict[str, Tuple[str, str]] = {
     'info': ('ddarts_zoo.commands.info', 'table of registered models: genotype, cells, params, MACs, weights'),
     'demo': ('ddarts_zoo.commands.demo', 'build every model, print the table, run digits through one model'),
+    'export': ('ddarts_zoo.commands.export', 'training checkpoint -> Hub-ready folder (safetensors, config, card)'),
+    'publish': ('ddarts_zoo.commands.publish', 'upload an export folder to the Hugging Face Hub'),
+    'convert-official': ('ddarts_zoo.commands.convert_official', "authors' checkpoint -> export folder (strict)"),
     'distance': ('ddarts_zoo.commands.distance', 'architecture distance of two genotypes, or a matrix'),
     'plot': ('ddarts_zoo.commands.plot', 'draw the cells of a genotype as DAGs (.png, .svg, .pdf)'),
     'stats': ('ddarts_zoo.commands.stats', 'op counts per cell, parameter share per op type'),

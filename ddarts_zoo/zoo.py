@@ -20,13 +20,13 @@ from . import genotypes as shipped
 from .data import DATASETS
 from .genotype import Genotype, load_genotype
 from .network import DDartsNet
-from .weights import PRETRAINED_TAGS
+from .weights import PRETRAINED_TAGS, tag_model_args
 
 __all__ = ['MODEL_SPECS', 'default_cfgs', 'checkpoint_filter_fn']
 
 CIFAR10_MEAN, CIFAR10_STD = DATASETS['cifar10'].mean, DATASETS['cifar10'].std
 CIFAR100_MEAN, CIFAR100_STD = DATASETS['cifar100'].mean, DATASETS['cifar100'].std
-PAPER_ID = 'ssrn:4006014'
+PAPER_NAME = 'D-DARTS: Distributed Differentiable Architecture Search'
 
 # model name -> (genotype name, DDartsNet keyword arguments, target dataset)
 MODEL_SPECS: Dict[str, tuple] = {}
@@ -53,7 +53,7 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     return {
         'url': url, 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (8, 8), 'crop_pct': 1.0,
         'interpolation': 'bicubic', 'mean': CIFAR10_MEAN, 'std': CIFAR10_STD, 'first_conv': 'stem.0',
-        'classifier': 'classifier', 'license': 'apache-2.0', 'paper_ids': PAPER_ID, **kwargs,
+        'classifier': 'classifier', 'license': 'apache-2.0', 'paper_name': PAPER_NAME, **kwargs,
     }
 
 
@@ -70,11 +70,16 @@ def _spec_cfg(model_name: str) -> Dict[str, Any]:
 
 
 def _all_cfgs() -> Dict[str, Dict[str, Any]]:
-    cfgs: Dict[str, Dict[str, Any]] = {name: _spec_cfg(name) for name in MODEL_SPECS}
-    # Published weights (tags) are added only where their files exist (see ddarts_zoo.weights).
-    for name_tag, overlay in PRETRAINED_TAGS.items():
-        base = cfgs[name_tag.split('.')[0]]
-        cfgs[name_tag] = dict(base, **overlay)
+    cfgs: Dict[str, Dict[str, Any]] = {}
+    for name in MODEL_SPECS:
+        # Published weights (tags) are added only where their files exist (see ddarts_zoo.weights). timm makes
+        # the first tag with weights the default; the trailing '*' keeps the untagged paper configuration the
+        # default instead, so that `ddarts_dd1_cifar` never silently becomes a narrow digits model.
+        base = _spec_cfg(name)
+        tags = {k: v for k, v in PRETRAINED_TAGS.items() if k.split('.', 1)[0] == name}
+        for name_tag, overlay in tags.items():
+            cfgs[name_tag] = dict(base, **overlay)
+        cfgs[f'{name}.*' if tags else name] = base
     cfgs['ddarts_genotype_cifar'] = _cfg(pool_size=None)
     cfgs['ddarts_genotype'] = _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
                                    mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='stem0.0')
@@ -104,14 +109,26 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
     num_reductions = 2 if kwargs.get('layers') not in (None, geno.num_cells) else len(geno.reductions)
     num_levels = (1 if kwargs.get('stem_type', 'cifar') == 'cifar' else 2) + num_reductions
     feature_cfg: Dict[str, Any] = dict(feature_cls='hook', no_rewrite=True, out_indices=tuple(range(num_levels)))
-    return build_model_with_cfg(
-        DDartsNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg,
-        **kwargs)
+    source = None
+    if pretrained:  # fail fast and clearly (Hub unreachable, corrupt file) before building anything
+        from .hub import prepare_pretrained
+        source = prepare_pretrained(variant, kwargs)
+    from .hub import pretrained_errors
+    with pretrained_errors(variant, source):
+        return build_model_with_cfg(
+            DDartsNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg,
+            **kwargs)
 
 
 def _create_spec(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
     geno_name, spec_kwargs, _ = MODEL_SPECS[variant]
-    return _create(variant, pretrained, **dict(spec_kwargs, genotype=geno_name, **kwargs))
+    # a published tag (e.g. 'ddarts_dd1_cifar.digits') brings the architecture arguments of its weights;
+    # precedence: explicit keyword arguments > the tag's arguments > the paper configuration
+    tag_args = {k: v for k, v in tag_model_args(variant, kwargs.get('pretrained_cfg')).items() if k not in kwargs}
+    model = _create(variant, pretrained, **dict(spec_kwargs, genotype=geno_name, **tag_args, **kwargs))
+    if tag_args:  # recorded so that save_for_hf / export write the arguments that rebuild these weights
+        model._model_args = dict(getattr(model, '_model_args', {}), **tag_args)
+    return model
 
 
 @register_model
