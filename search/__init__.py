@@ -1,0 +1,16 @@
+"""D-DARTS search (paper Sec. 4): the supernet with individual cells, its losses and the search loop.
+
+``search/`` builds on :mod:`ddarts_zoo` (ops, genotypes, data, distance) and produces genotypes that
+``ddarts_zoo`` networks consume; ``ddarts_zoo`` never imports it.
+
+* :mod:`search.supernet` -- :class:`SuperNet`, :class:`SearchCell`, :class:`MixedOp`, alpha parsing;
+* :mod:`search.losses` -- zero-one loss, marginal contributions (graph-free, cached prefixes), ablation loss;
+* :mod:`search.trainer` -- :class:`SearchConfig`, :class:`Searcher` (checkpoint/resume, DDP, logs);
+* :mod:`search.presets` -- ``dd1`` .. ``dd7``, ``do{1,2}-{resnet18,resnet50,xception}``, ``quick``;
+* ``python search/run.py`` -- the command line; ``python search/bench.py`` -- cost benchmark.
+"""
+from .supernet import MixedOp, SearchCell, SuperNet, parse_cell, parse_genotype
+from .trainer import SearchConfig, Searcher, SearchResult
+
+__all__ = ['MixedOp', 'SearchCell', 'SuperNet', 'parse_cell', 'parse_genotype', 'SearchConfig', 'Searcher',
+           'SearchResult']

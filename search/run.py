@@ -1,0 +1,179 @@
+"""Command line of the D-DARTS search: ``python search/run.py [--preset NAME] [options]``.
+
+Without arguments it runs the ``quick`` preset: a few-minute CPU search on the embedded digits dataset, which
+needs no download.  ``--preset dd1 ... dd7 | do1-resnet18 ... do2-xception`` reproduces the paper's searches
+(see :mod:`search.presets`); flags given explicitly override the preset.  Multi-GPU / multi-process::
+
+    torchrun --nproc-per-node 4 search/run.py --preset dd4 --data /datasets/cifar100
+
+Continue an interrupted run (bit-exactly, from the last completed epoch)::
+
+    python search/run.py --resume runs/search/<run>
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning (spinning collapses under contention).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+if __package__ in (None, ''):  # run as a script: make `import search` and `import ddarts_zoo` work
+    _ROOT = Path(__file__).resolve().parent.parent
+    if str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))
+
+from search.presets import PRESET_SOURCES, PRESETS, preset  # noqa: E402
+from search.trainer import NonFiniteLossError, SearchConfig, Searcher  # noqa: E402
+
+__all__ = ['build_parser', 'config_from_args', 'main', 'format_genotype']
+
+DEFAULT_PRESET = 'quick'
+
+
+def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    p.add_argument(f'--{name}', action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python search/run.py', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
+        epilog='presets:\n' + '\n'.join(f'  {k:14s} {v}' for k, v in PRESET_SOURCES.items()))
+    p.add_argument('--preset', choices=list(PRESETS), help=f'named configuration (default: {DEFAULT_PRESET})')
+    p.add_argument('--resume', metavar='RUN_DIR', help='continue the run in RUN_DIR (its saved options are used)')
+    g = p.add_argument_group('data')
+    g.add_argument('--dataset', help='digits (embedded), cifar10, cifar100, imagenet')
+    g.add_argument('--data', help='dataset root for cifar10/cifar100/imagenet (never downloaded)')
+    g.add_argument('--subset', type=float, help='keep this fraction of the training set (e.g. ImageNet 0.1)')
+    g.add_argument('--image-size', type=int, help='input resolution (default: the dataset\'s)')
+    g.add_argument('--workers', type=int, help='data-loader worker processes')
+    g = p.add_argument_group('search space')
+    g.add_argument('--ops', help="'darts' (7 ops), 'dartopti' (12 ops) or a comma list of registered ops")
+    g.add_argument('--baseline', help='DARTOpti: start from resnet18 | resnet50 | xception (or a genotype file); '
+                                      'implies the baseline\'s cells and reductions')
+    g.add_argument('--layers', type=int, help='number of cells (default 8)')
+    g.add_argument('--channels', '--init-channels', dest='channels', type=int, help='initial width C')
+    g.add_argument('--steps', type=int, help='intermediate nodes per cell (default 4)')
+    g.add_argument('--multiplier', type=int, help='last nodes concatenated as cell output (default 4)')
+    g.add_argument('--stem', choices=['cifar', 'imagenet'], help='stem (default: imagenet for imagenet)')
+    g = p.add_argument_group('schedule')
+    g.add_argument('--epochs', type=int, help='search epochs')
+    g.add_argument('--pretrain-epochs', type=int, help='weight-only epochs before the search (DARTOpti: 5)')
+    g.add_argument('--batch-size', type=int, help='batch size per process')
+    g.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of an epoch (smoke tests)')
+    g = p.add_argument_group('losses')
+    g.add_argument('--loss', choices=['fair', 'ablation'], help='fair: CE + w01 L01; ablation: + w_abl L_abl')
+    g.add_argument('--w01', type=float, help='zero-one loss weight (paper: 7)')
+    g.add_argument('--w-abl', type=float, help='ablation loss weight (paper: 0.5)')
+    _bool_flag(g, 'mc-batched', 'stack the marginal-contribution reruns into one batched pass '
+                                '(default: only for small activations, where it is faster)')
+    g = p.add_argument_group('optimizers')
+    g.add_argument('--arch-lr', type=float, help='per-cell Adam learning rate (paper: 3e-3)')
+    g.add_argument('--arch-lr-min', type=float, help='its cosine floor (paper: 1e-3)')
+    g.add_argument('--arch-weight-decay', type=float, help='per-cell Adam weight decay (paper: 1e-3)')
+    g.add_argument('--lr', type=float, help='weight SGD learning rate (paper: 0.005)')
+    g.add_argument('--lr-min', type=float, help='its cosine floor (paper: 0.001)')
+    g.add_argument('--momentum', type=float)
+    g.add_argument('--weight-decay', type=float)
+    g.add_argument('--grad-clip', type=float)
+    g = p.add_argument_group('genotypes')
+    g.add_argument('--parse', choices=['sparse', 'edge', 'darts'],
+                   help='primary parsing (sparse and edge genotypes are always written)')
+    g.add_argument('--threshold', type=float, help='sigmoid threshold of sparse/edge parsing (paper: 0.85)')
+    g.add_argument('--derive-layers', type=int, help='also write the Algorithm 1 expansion to this many cells')
+    g = p.add_argument_group('early stopping (DARTOpti)')
+    _bool_flag(g, 'early-stop', 'stop when the distance to the baseline is stable (default: on with --baseline)')
+    g.add_argument('--early-stop-patience', type=int)
+    g.add_argument('--early-stop-tol', type=float)
+    g.add_argument('--early-stop-from', type=int)
+    g = p.add_argument_group('run')
+    g.add_argument('--seed', type=int)
+    _bool_flag(g, 'amp', 'mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA')
+    g.add_argument('--device', help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
+    g.add_argument('--nonfinite', choices=['skip', 'error'], help='on a NaN/inf loss: skip the step (default) or stop')
+    g.add_argument('--max-nonfinite', type=int, help='consecutive skipped steps tolerated (default 10)')
+    _bool_flag(g, 'eval', 'evaluate the supernet on the architecture split after each epoch (default on)')
+    g.add_argument('--out', help='parent directory of run directories (default runs/search)')
+    g.add_argument('--name', help='run directory name (default: timestamp-preset-dataset-loss-seed)')
+    _bool_flag(g, 'progress', 'tqdm progress bars (default on)')
+    _bool_flag(g, 'tensorboard', 'TensorBoard event files (default on)')
+    _bool_flag(g, 'plots', 'end-of-run plots (default on)')
+    _bool_flag(g, 'deterministic', 'torch.use_deterministic_algorithms(True)')
+    g.add_argument('--threads', type=int, help='intra-op CPU threads per process (default 1 on CPU)')
+    g.add_argument('--debug-step-delay', dest='step_delay', type=float, help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
+    """Preset values, then the flags given explicitly."""
+    given: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ('preset', 'resume')}
+    name = getattr(args, 'preset', None) or DEFAULT_PRESET
+    values = preset(name)
+    values.update(given)
+    values['preset'] = name
+    return SearchConfig(**values)
+
+
+def format_genotype(geno) -> str:
+    """Readable multi-line listing: one line per cell."""
+    lines = []
+    for i, gene in enumerate(geno.genes):
+        kind = 'reduction' if i in geno.reductions else 'normal   '
+        edges = ', '.join(f'{e.op} {e.to}<-{e.src}' for e in gene)
+        lines.append(f'  cell {i} ({kind}): {edges}')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    resume = getattr(args, 'resume', None)
+    if resume is not None:
+        extra = sorted(k for k in vars(args) if k not in ('resume', 'progress'))
+        if extra:
+            print(f'--resume uses the run\'s saved options; ignoring {", ".join("--" + k.replace("_", "-") for k in extra)}',
+                  file=sys.stderr)
+        cfg = SearchConfig(progress=getattr(args, 'progress', True))
+        try:
+            searcher = Searcher(cfg, resume=resume)
+        except (OSError, ValueError) as err:
+            print(f'error: cannot resume {resume}: {err}', file=sys.stderr)
+            return 2
+    else:
+        try:
+            cfg = config_from_args(args)
+            cfg.check()
+        except (TypeError, ValueError) as err:
+            build_parser().error(str(err))
+        try:
+            searcher = Searcher(cfg)
+        except (OSError, ValueError) as err:   # missing dataset, existing run directory, bad genotype ...
+            print(f'error: {err}', file=sys.stderr)
+            return 2
+    try:
+        result = searcher.run()
+    except NonFiniteLossError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 3
+    if searcher.ctx.is_writer:
+        print(f'\nsearch finished after {result.epochs_completed} epoch(s)'
+              + (' (early stop)' if result.stopped_early else '') + f'; run directory: {result.run_dir}')
+        for kind, geno in result.genotypes.items():
+            path = result.run_dir / f'genotype_{kind}.json'
+            empty = geno.meta.get('empty_cells')
+            note = f'  [cells {empty} kept no op: skip_connect]' if empty else ''
+            print(f'\n{kind} genotype, reductions {list(geno.reductions)} -> {path}{note}')
+            print(format_genotype(geno))
+        print(f'\nprimary ({searcher.cfg.parse}): {result.run_dir / "genotype.json"}')
+        print(result.genotypes[searcher.cfg.parse].to_official())
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
