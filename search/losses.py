@@ -172,11 +172,12 @@ def marginal_contributions(net: nn.Module, states: Sequence[torch.Tensor], targe
 def marginal_contributions_full(net: nn.Module, x: torch.Tensor, target: torch.Tensor, full_loss: torch.Tensor,
                                 random_weights: Sequence[torch.Tensor],
                                 weights: Optional[Sequence[torch.Tensor]] = None, keep_graph: bool = False,
-                                ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                                return_losses: bool = True) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Reference marginal contributions: one *whole* forward pass per switched-off cell.
 
-    With ``keep_graph=True`` the passes build (and return) their autograd graphs, reproducing the authors'
-    cost structure; otherwise they run under ``no_grad``.  Returns ``(mc, ablated_losses)``.
+    With ``keep_graph=True`` the passes build (and, with ``return_losses``, return) their autograd graphs,
+    reproducing the authors' cost structure; otherwise they run under ``no_grad``.  Returns
+    ``(mc, ablated_losses)`` (an empty list without ``return_losses``: each graph is freed after its pass).
     """
     if weights is None:
         weights = net.mixing_weights(detach=not keep_graph)
@@ -189,8 +190,10 @@ def marginal_contributions_full(net: nn.Module, x: torch.Tensor, target: torch.T
             ablated = list(weights)
             ablated[i] = random_weights[i]
             loss = _ce(net(x, ablated), target)
-            losses.append(loss)
+            if return_losses:
+                losses.append(loss)
             mc[i] = full - loss.detach().double()
+            del loss
     return mc, losses
 
 

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--stem', choices=['cifar', 'imagenet'], help='stem (default: imagenet for imagenet)')
     g = p.add_argument_group('schedule')
     g.add_argument('--epochs', type=int, help='search epochs')
-    g.add_argument('--pretrain-epochs', type=int, help='weight-only epochs before the search (DARTOpti: 5)')
+    g.add_argument('--pretrain-epochs', type=int,
+                   help='weight-only epochs before the search (default: 5 with --baseline, else 0)')
     g.add_argument('--batch-size', type=int, help='batch size per process')
     g.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of an epoch (smoke tests)')
     g = p.add_argument_group('losses')
@@ -114,6 +115,11 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     name = getattr(args, 'preset', None) or DEFAULT_PRESET
     values = preset(name)
     values.update(given)
+    if values.get('baseline') is not None:
+        clash = [f'--{k}' for k in ('layers', 'steps') if k in given]
+        if clash:
+            raise ValueError(f'{" and ".join(clash)} cannot be combined with --baseline: the baseline fixes the '
+                             f'cells, their reductions and their nodes')
     values['preset'] = name
     return SearchConfig(**values)
 

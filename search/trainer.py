@@ -68,7 +68,11 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass
 class SearchConfig:
     """Every knob of a search.  Defaults are the paper's hyperparameters (SPEC section 5); the quick digits
-    run of ``python search/run.py`` is the ``quick`` preset (:mod:`search.presets`)."""
+    run of ``python search/run.py`` is the ``quick`` preset (:mod:`search.presets`).
+
+    With a ``baseline`` (DARTOpti) the supernet takes the baseline's cells, reductions and node count:
+    ``layers`` and ``steps`` are not used.
+    """
 
     # data
     dataset: str = 'digits'
@@ -87,7 +91,7 @@ class SearchConfig:
     stem: Optional[str] = None
     # schedule
     epochs: int = 50
-    pretrain_epochs: int = 0
+    pretrain_epochs: Optional[int] = None
     batch_size: int = 64
     max_steps_per_epoch: Optional[int] = None
     # losses
@@ -149,7 +153,14 @@ class SearchConfig:
 
     @property
     def total_epochs(self) -> int:
-        return self.pretrain_epochs + self.epochs
+        return self.pretrain + self.epochs
+
+    @property
+    def pretrain(self) -> int:
+        """Weight-only epochs before the search (default: 5 with a DARTOpti baseline, paper Sec. 5.4; else 0)."""
+        if self.pretrain_epochs is not None:
+            return self.pretrain_epochs
+        return 5 if self.baseline is not None else 0
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -183,7 +194,7 @@ class SearchConfig:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f'--threads must be >= 1, got {self.threads}')
         for name in ('epochs', 'pretrain_epochs', 'workers', 'max_nonfinite'):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f'--{name.replace("_", "-")} must be >= 0, got {getattr(self, name)}')
         if not 0.0 < self.subset <= 1.0:
             raise ValueError(f'--subset must be in (0, 1], got {self.subset}')
@@ -398,7 +409,7 @@ def architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Tensor, *, l
                            generator: Optional[torch.Generator] = None, mode: str = 'fast',
                            autocast: Optional[Callable[[], Any]] = None, loss_scale: float = 1.0,
                            mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                           mc_batched: Optional[bool] = None) -> ArchGradients:
+                           mc_batched: Optional[bool] = None, retain_ablated_graphs: bool = True) -> ArchGradients:
     """``dL_g / d alpha_g`` for every alpha group ``g`` on one architecture batch.
 
     ``mode='fast'``: one forward pass recording the cell inputs, one backward pass (alphas only) of
@@ -412,6 +423,8 @@ def architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Tensor, *, l
     Gradients are returned multiplied by ``loss_scale`` (AMP) and not applied.  ``random_weights`` (or
     ``generator``) give the switched-off cells' mixing weights; ``mc_reduce`` averages the marginal
     contributions across ranks; ``mc_batched`` stacks the partial reruns (see :func:`marginal_contributions`).
+    ``retain_ablated_graphs=False`` (reference mode only) frees each ablated pass's graph right after it: the
+    same work, without the authors' memory peak (used to time the reference where it does not fit).
     """
     if loss not in LOSSES:
         raise ValueError(f'unknown loss {loss!r}; choose one of {LOSSES}')
@@ -453,7 +466,8 @@ def architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Tensor, *, l
             if finite:
                 with autocast():
                     mc, off_losses = marginal_contributions_full(net, x, y, ce.detach(), random_weights,
-                                                                 weights=weights, keep_graph=True)
+                                                                 weights=weights, keep_graph=True,
+                                                                 return_losses=retain_ablated_graphs)
             else:
                 mc = torch.full((net.layers,), float('nan'), dtype=torch.float64, device=ce.device)
             if mc_reduce is not None:
@@ -979,7 +993,7 @@ class Searcher:
 
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
         cfg, dev = self.cfg, self.ctx.device
-        searching = epoch >= cfg.pretrain_epochs
+        searching = epoch >= cfg.pretrain
         self.net.train()
         n_cells, n_groups = self.net.layers, len(self.agents)
         acc = dict(w_loss=0.0, w_correct=0, w_count=0, a_ce=0.0, a_correct=0, a_count=0, a_steps=0,
@@ -1072,7 +1086,7 @@ class Searcher:
         epoch = self.start_epoch
         while epoch < cfg.total_epochs and not self.stopped_early:
             rec = self.train_epoch(epoch)
-            searching = epoch >= cfg.pretrain_epochs
+            searching = epoch >= cfg.pretrain
             self.w_sched.step()
             if searching:
                 for agent in self.agents:

@@ -262,7 +262,9 @@ def test_pretrained_local_dir(tmp_path):
     model = _source_model(**args)
     save_for_hf(model, tmp_path / 'dd1', model_args=args, safe_serialization=True)
     assert (tmp_path / 'dd1' / 'model.safetensors').is_file()
-    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=args, pretrained=f'local-dir:{tmp_path / "dd1"}')
+    # the folder's config.json fixes init_channels: no model_args needed
+    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=None, pretrained=f'local-dir:{tmp_path / "dd1"}')
+    assert bb.out_channels == [32, 64, 128]
     assert not torch.equal(bb.stem[0].weight, model.stem[0].weight)  # loaded by init_weights, not at build
     bb.init_weights()
     _assert_backbone_equals(bb, model)
@@ -276,8 +278,38 @@ def test_pretrained_local_dir(tmp_path):
     _assert_backbone_equals(detector.backbone, model)
 
     with pytest.raises(ValueError, match='holds ddarts_dd1_cifar weights, but model_name'):
-        _backbone(model_name='ddarts_dd2_cifar', model_args=args,
-                  pretrained=f'local-dir:{tmp_path / "dd1"}').init_weights()
+        _backbone(model_name='ddarts_dd2_cifar', pretrained=f'local-dir:{tmp_path / "dd1"}')
+
+
+def _published_digits_dir() -> Path:
+    from ddarts_zoo.weights import local_weights_dir
+    folder = local_weights_dir('ddarts_dd1_cifar.digits')
+    if not (folder / 'model.safetensors').is_file():
+        pytest.skip('the published ddarts_dd1_cifar.digits weights are not shipped in this checkout')
+    return folder
+
+
+def test_published_weights_initialise_an_rgb_backbone():
+    folder = _published_digits_dir()
+    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=dict(in_chans=3), pretrained=f'local-dir:{folder}')
+    assert bb.in_chans == 3 and bb.out_channels == [32, 64, 128]
+    bb.init_weights()
+    ref = timm.create_model(f'local-dir:{folder}', pretrained=True)  # 1-channel classifier
+    ref_state = ref.state_dict()
+    for key, value in bb.state_dict().items():
+        if key != 'stem.0.weight':  # the first conv is adapted from 1 to 3 input channels by timm
+            assert torch.equal(value, ref_state[key]), key
+    assert bb.stem[0].weight.shape[1] == 3
+
+
+def test_tagged_weights_set_the_architecture():
+    _published_digits_dir()
+    # the published digits weights are C=8, 1 channel; nothing is loaded (or downloaded) at build time
+    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=dict(in_chans=3), pretrained='digits')
+    assert bb.out_channels == [32, 64, 128] and bb.in_chans == 3
+    assert _backbone(model_name='ddarts_dd1_cifar.digits', model_args=None).in_chans == 1
+    with pytest.raises(ValueError, match="is for ddarts_dd5_cifar, but model_name is 'ddarts_dd1_cifar'"):
+        _backbone(model_name='ddarts_dd1_cifar', pretrained='ddarts_dd5_cifar.digits')
 
 
 def test_pretrained_checkpoint_files(tmp_path):
@@ -366,12 +398,13 @@ def test_digits_config_trains_and_evaluates(path, digits_det, tmp_path):
     """Two iterations with the Runner, then the COCO evaluation on 16 held-out images."""
     from ddarts_zoo.mmdet.train import build_config, train
     root = str(digits_det) + '/'
-    cfg = build_config(str(path), work_dir=str(tmp_path / 'work'), cfg_options={
+    options = {
         'train_dataloader.batch_size': 2, 'train_dataloader.dataset.data_root': root,
         'val_dataloader.dataset.data_root': root, 'val_dataloader.dataset.indices': 16,
         'val_evaluator.ann_file': root + 'annotations/val.json',
         'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'param_scheduler': [],
-        'default_hooks.checkpoint.interval': 2, 'digits_det': None})
+        'default_hooks.checkpoint.interval': 2, 'digits_det': None}
+    cfg = build_config(str(path), work_dir=str(tmp_path / 'work'), cfg_options=options)
     # after 2 iterations no score passes the usual threshold: keep every box so that COCOeval runs
     test_cfg = cfg.model.test_cfg.rcnn if 'rcnn' in cfg.model.test_cfg else cfg.model.test_cfg
     test_cfg.score_thr = 0.0
@@ -380,3 +413,7 @@ def test_digits_config_trains_and_evaluates(path, digits_det, tmp_path):
     assert 'coco/bbox_mAP' in result['metrics']
     assert ('coco/segm_mAP' in result['metrics']) == ('mask-rcnn' in path.name)
     assert json.loads((tmp_path / 'work' / 'final_metrics.json').read_text()) == json.loads(json.dumps(result))
+    if 'retinanet' in path.name:  # resume from the run's own mmengine checkpoint (torch >= 2.6 weights_only)
+        options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 3})
+        cfg = build_config(str(path), work_dir=str(tmp_path / 'work'), cfg_options=options, resume='auto')
+        assert train(cfg)['iterations'] == 3

@@ -55,10 +55,13 @@ def test_explicit_flags_override_the_preset():
         ('cifar10', 'fair', 3, False, 'sparse', 'dd1')
     assert cfg_of().preset == 'quick' and cfg_of().dataset == 'digits'
     cfg = cfg_of('--baseline', 'resnet18')
-    assert cfg.op_set == 'dartopti' and cfg.ops is None and cfg.early_stop_enabled
+    assert cfg.op_set == 'dartopti' and cfg.ops is None and cfg.early_stop_enabled and cfg.pretrain == 5
+    assert cfg_of().pretrain == 0 and cfg_of('--baseline', 'resnet18', '--pretrain-epochs', '0').pretrain == 0
     assert cfg_of('--preset', 'do1-resnet18', '--no-early-stop').early_stop_enabled is False
     with pytest.raises(SystemExit):
         cfg_of('--preset', 'dd9')
+    with pytest.raises(ValueError, match='--layers cannot be combined with --baseline'):
+        cfg_of('--preset', 'do1-resnet18', '--layers', '8')
 
 
 def test_dartopti_preset_supernet_structure():

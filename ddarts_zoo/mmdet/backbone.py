@@ -21,8 +21,11 @@ Weights: ``pretrained`` (or ``init_cfg=dict(type='Pretrained', checkpoint=...)``
 * a checkpoint file or URL (``.pth``/``.safetensors``; timm state dicts, ``{'state_dict': ...}`` wrappers,
   the authors' checkpoints, or a detector checkpoint with ``prefix='backbone.'``).
 
-Classifier and auxiliary-head weights are ignored; every backbone tensor must be present (strict), and a
-mismatch names the offending keys.
+Named weights (tag, ``hf-hub:``, ``local-dir:``) also set the architecture arguments they were trained with
+(``init_channels``, ``in_chans`` ...) when the backbone is built (an ``hf-hub:`` source reads the repo's
+``config.json`` then); explicit ``model_args`` win, e.g. ``in_chans=3`` for RGB detection from 1-channel
+weights (timm adapts the first convolution). Classifier and auxiliary-head weights are ignored; every backbone
+tensor must be present (strict), and a mismatch names the offending keys.
 """
 from __future__ import annotations
 
@@ -88,6 +91,12 @@ def _describe_levels(levels: Sequence[Dict[str, Any]]) -> str:
                      for i, f in enumerate(levels))
 
 
+def _pretrained_checkpoint(init_cfg: Any) -> Any:
+    cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg or [])
+    found = [c.get('checkpoint') for c in cfgs if c.get('type') == 'Pretrained']
+    return found[-1] if found else None
+
+
 def _cell_index(module: str) -> int:
     """Index of the cell producing a feature level (-1 for a stem output)."""
     return int(module.split('.')[1]) if module.startswith('cells.') else -1
@@ -149,10 +158,19 @@ class DDartsBackbone(BaseModule):
         if not 0.0 <= float(drop_path_rate) < 1.0:
             raise ValueError(f'DDartsBackbone: drop_path_rate must be in [0, 1), got {drop_path_rate}')
 
-        net = timm.create_model(self.arch, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate,
+        # Named weights (a tag, hf-hub:, local-dir:) fix architecture arguments (e.g. init_channels): build
+        # through that name without loading, so that they apply (explicit model_args still win).
+        weights = pretrained if pretrained else _pretrained_checkpoint(init_cfg)
+        build_name = (self._timm_name(weights) if weights else None) or model_name
+        net = timm.create_model(build_name, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate,
                                 **model_args)
+        built = split_model_name_tag(net.pretrained_cfg.get('architecture') or self.arch)[0]
+        if built != self.arch:
+            raise ValueError(f'DDartsBackbone: pretrained={weights!r} holds {built} weights, but model_name is '
+                             f'{model_name!r}')
         if not isinstance(net, DDartsNet):  # pragma: no cover - every ddarts_* model is a DDartsNet
             raise TypeError(f'DDartsBackbone: {self.arch} did not build a DDartsNet')
+        self.in_chans = net.in_chans
         levels = [dict(f) for f in net.feature_info]
         self.out_indices = self._check_out_indices(out_indices, levels)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < len(levels):

@@ -12,11 +12,12 @@ final validation metrics are printed and written to ``WORK_DIR/final_metrics.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 __all__ = ['main', 'build_config', 'train']
 
@@ -76,6 +77,8 @@ def train(cfg) -> Dict[str, Any]:
     if cfg.get('digits_det'):
         ensure_digits_det(**cfg.digits_det)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if cfg.get('resume'):
+        _trust_resumed_checkpoint(runner)
     start = time.time()
     runner.train()
     hub = runner.message_hub
@@ -90,6 +93,34 @@ def train(cfg) -> Dict[str, Any]:
         tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=float))
         os.replace(tmp, out)
     return result
+
+
+@contextlib.contextmanager
+def _torch_load_without_weights_only() -> Iterator[None]:
+    """Let ``torch.load`` calls that do not pass ``weights_only`` unpickle full objects (trusted files only)."""
+    key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
+    old = os.environ.get(key)
+    os.environ[key] = '1'
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _trust_resumed_checkpoint(runner) -> None:
+    """Resume on torch >= 2.6: mmengine 0.10.7 checkpoints hold its ``HistoryBuffer`` objects, which
+    ``torch.load``'s default ``weights_only=True`` refuses. Resuming reads this run's own checkpoints, so only
+    that load (``Runner.load_or_resume``) unpickles them fully; pretrained weights keep the safe default."""
+    load_or_resume = runner.load_or_resume
+
+    def trusted_load_or_resume() -> None:
+        with _torch_load_without_weights_only():
+            load_or_resume()
+
+    runner.load_or_resume = trusted_load_or_resume
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
