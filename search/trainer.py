@@ -276,11 +276,12 @@ def _any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item() > 0)
 
 
-def _broadcast_module_(module: nn.Module, ctx: DistContext) -> None:
+def _broadcast_module_(module: nn.Module, ctx: DistContext, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters and buffers (or only buffers: BN running statistics) to every rank."""
     if not ctx.enabled:
         return
     with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
+        for t in ([] if buffers_only else list(module.parameters())) + list(module.buffers()):
             dist.broadcast(t.data, 0)
 
 
@@ -958,6 +959,8 @@ class Searcher:
         for r in rows:
             f = {}
             for k, v in r.items():
+                if v is None:
+                    continue
                 if isinstance(v, list):
                     for i, x in enumerate(v):
                         f[f'{k}_{i}'] = x
@@ -1086,6 +1089,9 @@ class Searcher:
         epoch = self.start_epoch
         while epoch < cfg.total_epochs and not self.stopped_early:
             rec = self.train_epoch(epoch)
+            # BN running statistics follow each rank's shard: take rank 0's (as DDP's broadcast_buffers does),
+            # so that evaluation and the checkpoint (hence a resume) see one state
+            _broadcast_module_(self.net, self.ctx, buffers_only=True)
             searching = epoch >= cfg.pretrain
             self.w_sched.step()
             if searching:

@@ -38,6 +38,7 @@ pytestmark = [
     # pycocotools with numpy 2 (harmless); mmengine's pkg_resources probe on setuptools 81
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
     pytest.mark.filterwarnings('ignore:pkg_resources is deprecated'),
+    pytest.mark.filterwarnings('ignore:.*instance named of visualizer has been created'),  # 2 runners, 1 process
 ]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ SCRIPT = textwrap.dedent('''
     res = s.run()
     torch.save({{'alphas': records, 'written': s.written, 'world': s.ctx.world_size, 'rank': s.ctx.rank,
                 'weights': [p.detach().clone() for p in s.w_params],
+                'buffers': [b.clone() for b in s.net.buffers()],
                 'first_batch': next(iter(s.w_loader))[1].tolist(),
                 'genes': [list(map(tuple, g)) for g in res.genotypes['sparse'].genes]}},
                {out!r} + f'/rank{{s.ctx.rank}}.pt')
@@ -56,6 +57,8 @@ def test_two_ranks_agree_and_only_rank0_writes(tmp_path):
         assert torch.equal(a, b), f'alphas differ after step {step}'
     assert not torch.equal(r0['alphas'][0], r0['alphas'][-1])            # they moved
     for a, b in zip(r0['weights'], r1['weights']):
+        assert torch.equal(a, b)
+    for a, b in zip(r0['buffers'], r1['buffers']):                    # BN statistics: rank 0's everywhere
         assert torch.equal(a, b)
     assert r0['first_batch'] != r1['first_batch']                         # each rank has its own shard
     assert r0['genes'] == r1['genes']

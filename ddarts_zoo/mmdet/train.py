@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -117,7 +118,8 @@ def _trust_resumed_checkpoint(runner) -> None:
     load_or_resume = runner.load_or_resume
 
     def trusted_load_or_resume() -> None:
-        with _torch_load_without_weights_only():
+        with _torch_load_without_weights_only(), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
             load_or_resume()
 
     runner.load_or_resume = trusted_load_or_resume
