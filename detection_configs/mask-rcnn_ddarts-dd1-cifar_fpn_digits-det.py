@@ -1,4 +1,5 @@
-# Mask R-CNN + FPN with a narrow DD-1 (CIFAR stem, C=8) on the generated digits-det set; trains on 2 CPU cores.
+# Mask R-CNN + FPN with a narrow DD-1 (CIFAR stem, C=8) on the generated digits-det set; trains on 2 CPU
+# cores (300 iterations of 8 images).
 #   python -m ddarts_zoo.mmdet.train detection_configs/mask-rcnn_ddarts-dd1-cifar_fpn_digits-det.py
 _base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py', './_digits-det_runtime.py']
 

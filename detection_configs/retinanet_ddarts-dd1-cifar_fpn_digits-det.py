@@ -4,7 +4,8 @@
 _base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py', './_digits-det_runtime.py']
 
 model = dict(
-    data_preprocessor=dict(mean=[44.0, 44.0, 44.0], std=[41.0, 41.0, 41.0], bgr_to_rgb=True, pad_size_divisor=32),
+    data_preprocessor=dict(mean=[44.0, 44.0, 44.0], std=[41.0, 41.0, 41.0], bgr_to_rgb=True,
+                           pad_size_divisor=32),
     backbone=dict(
         _delete_=True,
         type='DDartsBackbone',
@@ -27,7 +28,8 @@ train_dataloader = dict(batch_size=4)
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30, eta_min=2e-5),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters, T_max=max_iters - 30,
+         eta_min=2e-5),
 ]
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 auto_scale_lr = dict(base_batch_size=4)

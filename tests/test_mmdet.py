@@ -1,4 +1,4 @@
-"""MMDetection integration: DDartsBackbone, the detection configs, the digits-det generator (``det`` extra)."""
+"""MMDetection integration: DDartsBackbone, detection configs, digits-det generator (``det`` extra)."""
 from __future__ import annotations
 
 import copy
@@ -38,7 +38,7 @@ pytestmark = [
     # pycocotools with numpy 2 (harmless); mmengine's pkg_resources probe on setuptools 81
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
     pytest.mark.filterwarnings('ignore:pkg_resources is deprecated'),
-    pytest.mark.filterwarnings('ignore:.*instance named of visualizer has been created'),  # 2 runners, 1 process
+    pytest.mark.filterwarnings('ignore:.*instance named of visualizer has been created'),  # 2 runners
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +68,9 @@ def _synthetic_batch(size: int = 128, with_mask: bool = False, num_classes: int 
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
     boxes = torch.tensor([[10., 12., 70., 90.], [60., 40., 120., 100.]])
-    sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
-                                         scale_factor=(1.0, 1.0), batch_input_shape=(size, size)))
+    shape = (size, size)
+    sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                         scale_factor=(1.0, 1.0), batch_input_shape=shape))
     gt = InstanceData(bboxes=boxes, labels=torch.tensor([1, num_classes - 1]))
     if with_mask:
         masks = np.zeros((2, size, size), dtype=np.uint8)
@@ -292,7 +293,8 @@ def _published_digits_dir() -> Path:
 
 def test_published_weights_initialise_an_rgb_backbone():
     folder = _published_digits_dir()
-    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=dict(in_chans=3), pretrained=f'local-dir:{folder}')
+    bb = _backbone(model_name='ddarts_dd1_cifar', model_args=dict(in_chans=3),
+                   pretrained=f'local-dir:{folder}')
     assert bb.in_chans == 3 and bb.out_channels == [32, 64, 128]
     bb.init_weights()
     ref = timm.create_model(f'local-dir:{folder}', pretrained=True)  # 1-channel classifier
@@ -319,7 +321,8 @@ def test_pretrained_checkpoint_files(tmp_path):
     model = _source_model(**args)
     torch.save({'state_dict': model.state_dict(), 'epoch': 3}, tmp_path / 'wrapped.pth')
     save_file(model.state_dict(), str(tmp_path / 'plain.safetensors'))
-    torch.save({'state_dict': {f'backbone.{k}': v for k, v in model.state_dict().items()}}, tmp_path / 'det.pth')
+    detector_state = {f'backbone.{k}': v for k, v in model.state_dict().items()}
+    torch.save({'state_dict': detector_state}, tmp_path / 'det.pth')
     for ckpt in ('wrapped.pth', 'plain.safetensors', 'det.pth'):
         bb = _backbone(model_name='ddarts_dd1_cifar', model_args=args, out_indices=(0, 1),
                        init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / ckpt)))
@@ -356,9 +359,11 @@ def test_digits_det_is_deterministic(digits_det, tmp_path):
         assert files == sorted(p.name for p in (again / split).glob('*.png'))
         for name in files[:50]:
             assert (digits_det / split / name).read_bytes() == (again / split / name).read_bytes()
-    assert json.loads((digits_det / 'meta.json').read_text())['params'] == dict(DEFAULT_PARAMS, train_repeats=1)
+    meta = json.loads((digits_det / 'meta.json').read_text())
+    assert meta['params'] == dict(DEFAULT_PARAMS, train_repeats=1)
     other = generate_digits_det(tmp_path / 'seed1', seed=1, train_repeats=1)
-    assert (other / 'annotations' / 'val.json').read_bytes() != (again / 'annotations' / 'val.json').read_bytes()
+    val_json = Path('annotations') / 'val.json'
+    assert (other / val_json).read_bytes() != (again / val_json).read_bytes()
     with pytest.raises(FileExistsError):
         generate_digits_det(again, train_repeats=1)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folder left
@@ -382,7 +387,8 @@ def test_digits_det_is_valid_coco(digits_det):
             assert pixels.shape == (im['height'], im['width'], 3)
             for ann in coco.loadAnns(coco.getAnnIds(imgIds=im['id'])):
                 x, y, w, h = ann['bbox']
-                assert 0 <= x and 0 <= y and x + w <= im['width'] and y + h <= im['height'] and w > 0 and h > 0
+                assert 0 <= x and 0 <= y and w > 0 and h > 0
+                assert x + w <= im['width'] and y + h <= im['height']
                 m = coco.annToMask(ann)
                 assert m.sum() == ann['area'] > 0
                 assert mask_utils.toBbox(ann['segmentation']).tolist() == ann['bbox']
@@ -413,7 +419,8 @@ def test_digits_config_trains_and_evaluates(path, digits_det, tmp_path):
     assert result['iterations'] == 2
     assert 'coco/bbox_mAP' in result['metrics']
     assert ('coco/segm_mAP' in result['metrics']) == ('mask-rcnn' in path.name)
-    assert json.loads((tmp_path / 'work' / 'final_metrics.json').read_text()) == json.loads(json.dumps(result))
+    written = json.loads((tmp_path / 'work' / 'final_metrics.json').read_text())
+    assert written == json.loads(json.dumps(result))
     if 'retinanet' in path.name:  # resume from the run's own mmengine checkpoint (torch >= 2.6 weights_only)
         options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 3})
         cfg = build_config(str(path), work_dir=str(tmp_path / 'work'), cfg_options=options, resume='auto')

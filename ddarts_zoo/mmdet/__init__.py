@@ -12,9 +12,9 @@ try:
     import mmengine  # noqa: F401
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
-        f'ddarts_zoo.mmdet needs the `det` extra (mmengine==0.10.7, mmcv==2.1.0 built with ops, mmdet==3.3.0, '
-        f'pycocotools): pip install "ddarts-zoo[det]". mmcv 2.1.0 has no wheel for recent torch; build one '
-        f'with .ci/build_mmcv.sh. Import failed with: {err}') from err
+        f'ddarts_zoo.mmdet needs the `det` extra (mmengine==0.10.7, mmcv==2.1.0 built with ops, '
+        f'mmdet==3.3.0, pycocotools): pip install "ddarts-zoo[det]". mmcv 2.1.0 has no wheel for recent '
+        f'torch; build one with .ci/build_mmcv.sh. Import failed with: {err}') from err
 
 from ._compat import patch_mmengine_package_utils
 

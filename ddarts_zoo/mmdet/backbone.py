@@ -146,7 +146,8 @@ class DDartsBackbone(BaseModule):
         if pretrained:
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         elif pretrained not in (None, False):
-            raise ValueError(f'DDartsBackbone: pretrained must be None, a bool or a string, got {pretrained!r}')
+            raise ValueError(f'DDartsBackbone: pretrained must be None, a bool or a string, '
+                             f'got {pretrained!r}')
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
         self.arch = _check_model_name(model_name)
@@ -166,8 +167,8 @@ class DDartsBackbone(BaseModule):
                                 **model_args)
         built = split_model_name_tag(net.pretrained_cfg.get('architecture') or self.arch)[0]
         if built != self.arch:
-            raise ValueError(f'DDartsBackbone: pretrained={weights!r} holds {built} weights, but model_name is '
-                             f'{model_name!r}')
+            raise ValueError(f'DDartsBackbone: pretrained={weights!r} holds {built} weights, but model_name '
+                             f'is {model_name!r}')
         if not isinstance(net, DDartsNet):  # pragma: no cover - every ddarts_* model is a DDartsNet
             raise TypeError(f'DDartsBackbone: {self.arch} did not build a DDartsNet')
         self.in_chans = net.in_chans
@@ -200,7 +201,8 @@ class DDartsBackbone(BaseModule):
 
     # ------------------------------------------------------------------ configuration checks
     @staticmethod
-    def _check_out_indices(out_indices: Optional[Sequence[int]], levels: List[Dict[str, Any]]) -> Tuple[int, ...]:
+    def _check_out_indices(out_indices: Optional[Sequence[int]],
+                           levels: List[Dict[str, Any]]) -> Tuple[int, ...]:
         n = len(levels)
         if out_indices is None:
             return tuple(range(n))
@@ -296,7 +298,8 @@ class DDartsBackbone(BaseModule):
         if checkpoint is True:
             return self.model_name
         if not isinstance(checkpoint, str):
-            raise ValueError(f'DDartsBackbone: pretrained checkpoint must be True or a string, got {checkpoint!r}')
+            raise ValueError(f'DDartsBackbone: pretrained checkpoint must be True or a string, '
+                             f'got {checkpoint!r}')
         if checkpoint.startswith(_TIMM_SOURCES):
             return checkpoint
         if ('://' in checkpoint or os.sep in checkpoint or checkpoint.endswith(_CHECKPOINT_SUFFIXES)
@@ -305,8 +308,8 @@ class DDartsBackbone(BaseModule):
         arch, tag = split_model_name_tag(checkpoint)
         if tag and arch in ddarts_model_names():
             if arch != self.arch:
-                raise ValueError(f'DDartsBackbone: pretrained={checkpoint!r} is for {arch}, but model_name is '
-                                 f'{self.model_name!r}')
+                raise ValueError(f'DDartsBackbone: pretrained={checkpoint!r} is for {arch}, but model_name '
+                                 f'is {self.model_name!r}')
             return checkpoint
         return f'{self.arch}.{checkpoint}'  # a bare tag
 
@@ -316,8 +319,8 @@ class DDartsBackbone(BaseModule):
             try:
                 net = timm.create_model(name, pretrained=True, **self.model_args)
             except RuntimeError as err:  # e.g. size mismatch: weights made with other model_args
-                raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): could not '
-                                   f'load pretrained={checkpoint!r}: {err}') from err
+                raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): could '
+                                   f'not load pretrained={checkpoint!r}: {err}') from err
             arch = split_model_name_tag(net.pretrained_cfg.get('architecture') or self.arch)[0]
             if arch != self.arch:
                 raise ValueError(f'DDartsBackbone: pretrained={checkpoint!r} holds {arch} weights, but '
@@ -338,7 +341,8 @@ class DDartsBackbone(BaseModule):
                 break
         state = {k[7:] if k.startswith('module.') else k: v for k, v in raw.items()}
         own = self.state_dict()
-        if prefix is None and not any(k in own for k in state) and any(k.startswith('backbone.') for k in state):
+        detector_keys = any(k.startswith('backbone.') for k in state)
+        if prefix is None and detector_keys and not any(k in own for k in state):
             prefix = 'backbone.'  # a whole-detector checkpoint
         if prefix:
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -366,10 +370,10 @@ class DDartsBackbone(BaseModule):
         if missing or unexpected or mismatched:
             def show(keys: List[str]) -> str:
                 return ', '.join(keys[:8]) + (f' ... (+{len(keys) - 8})' if len(keys) > 8 else '')
-            parts = [f'{label} {len(keys)}: {show(keys)}' for label, keys in
-                     (('missing', missing), ('unexpected', unexpected), ('shape mismatch', mismatched)) if keys]
-            raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): weights from '
-                               f'{source} do not fit the backbone; ' + '; '.join(parts))
+            groups = (('missing', missing), ('unexpected', unexpected), ('shape mismatch', mismatched))
+            parts = [f'{label} {len(keys)}: {show(keys)}' for label, keys in groups if keys]
+            raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): weights '
+                               f'from {source} do not fit the backbone; ' + '; '.join(parts))
         for k in own:
             state.setdefault(k, own[k])  # num_batches_tracked absent from some checkpoints
         self.load_state_dict(state, strict=True)

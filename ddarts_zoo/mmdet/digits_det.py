@@ -29,7 +29,8 @@ from PIL import Image
 
 from ..data import _digits_arrays, digits_split_indices
 
-__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'generate_digits_det', 'ensure_digits_det']
+__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'generate_digits_det',
+           'ensure_digits_det', 'pixel_stats']
 
 FORMAT_VERSION = 1
 DIGITS_DET_CLASSES: Tuple[str, ...] = tuple(str(d) for d in range(10))
@@ -43,11 +44,14 @@ _PLACEMENT_TRIES = 50
 def _check_params(p: Dict[str, Any]) -> None:
     unknown = set(p) - set(DEFAULT_PARAMS)
     if unknown:
-        raise TypeError(f'digits-det: unknown parameter(s) {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}')
+        raise TypeError(f'digits-det: unknown parameter(s) {sorted(unknown)}; '
+                        f'known: {sorted(DEFAULT_PARAMS)}')
     if not 1 <= p['min_digits'] <= p['max_digits']:
-        raise ValueError(f'digits-det: need 1 <= min_digits <= max_digits, got {p["min_digits"]}, {p["max_digits"]}')
+        raise ValueError(f'digits-det: need 1 <= min_digits <= max_digits, '
+                         f'got {p["min_digits"]}, {p["max_digits"]}')
     if not 1.0 <= p['min_scale'] <= p['max_scale']:
-        raise ValueError(f'digits-det: need 1 <= min_scale <= max_scale, got {p["min_scale"]}, {p["max_scale"]}')
+        raise ValueError(f'digits-det: need 1 <= min_scale <= max_scale, '
+                         f'got {p["min_scale"]}, {p["max_scale"]}')
     if p['image_size'] < round(8 * p['max_scale']):
         raise ValueError(f'digits-det: image_size {p["image_size"]} is smaller than the largest digit '
                          f'({round(8 * p["max_scale"])} px)')
@@ -89,7 +93,8 @@ def _render_split(split: str, p: Dict[str, Any], out_dir: Path) -> Dict[str, Any
             spot: Optional[Tuple[int, int]] = None
             for _ in range(_PLACEMENT_TRIES):
                 x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-                if all(x + side <= tx or tx + ts <= x or y + side <= ty or ty + ts <= y for tx, ty, ts in taken):
+                if all(x + side <= tx or tx + ts <= x or y + side <= ty or ty + ts <= y
+                       for tx, ty, ts in taken):
                     spot = (x, y)
                     break
             if spot is None:  # no room left: this digit opens the next image
@@ -117,7 +122,8 @@ def _render_split(split: str, p: Dict[str, Any], out_dir: Path) -> Dict[str, Any
         Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), 'RGB').save(out_dir / file_name)
         coco_images.append({'id': image_id, 'file_name': file_name, 'width': size, 'height': size})
     return {
-        'info': {'description': f'digits-det {split} split (ddarts-zoo, generated)', 'version': str(FORMAT_VERSION)},
+        'info': {'description': f'digits-det {split} split (ddarts-zoo, generated)',
+                 'version': str(FORMAT_VERSION)},
         'licenses': [],
         'images': coco_images,
         'annotations': annotations,

@@ -25,13 +25,16 @@ __all__ = ['main', 'build_config', 'train']
 
 def _parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(prog='python -m ddarts_zoo.mmdet.train', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m ddarts_zoo.mmdet.train',
+                                     description=__doc__.split('\n')[0])
     parser.add_argument('config', help='mmdet config file')
     parser.add_argument('--work-dir', help='logs and checkpoints (default: ./work_dirs/<config name>)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config entries, e.g. train_cfg.max_iters=100 model.backbone.with_cp=True')
+                        help='override config entries, e.g. train_cfg.max_iters=100 '
+                             'model.backbone.with_cp=True')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help='resume from CKPT, or from the latest checkpoint of the work dir if no CKPT is given')
+                        help='resume from CKPT, or from the latest checkpoint of the work dir if no CKPT '
+                             'is given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (GPU)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='distributed launcher (use "pytorch" under torchrun)')
@@ -85,8 +88,8 @@ def train(cfg) -> Dict[str, Any]:
     hub = runner.message_hub
     metrics = {key[len('val/'):]: hub.get_scalar(key).current()
                for key in hub.log_scalars if key.startswith('val/coco/')}
-    result = {'config': cfg.filename, 'work_dir': cfg.work_dir, 'train_seconds': round(time.time() - start, 1),
-              'iterations': runner.iter, 'metrics': metrics}
+    result = {'config': cfg.filename, 'work_dir': cfg.work_dir,
+              'train_seconds': round(time.time() - start, 1), 'iterations': runner.iter, 'metrics': metrics}
     if runner.rank == 0:
         out = Path(cfg.work_dir) / 'final_metrics.json'
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def train(cfg) -> Dict[str, Any]:
 
 @contextlib.contextmanager
 def _torch_load_without_weights_only() -> Iterator[None]:
-    """Let ``torch.load`` calls that do not pass ``weights_only`` unpickle full objects (trusted files only)."""
+    """Let ``torch.load`` calls without ``weights_only`` unpickle full objects (trusted files only)."""
     key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
     old = os.environ.get(key)
     os.environ[key] = '1'
