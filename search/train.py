@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import ddarts_zoo  # noqa: F401  (registers the timm models)
 from ddarts_zoo.data import build_dataset, dataset_info
 from ddarts_zoo.genotype import atomic_write_text
+from search.trainer import atomic_torch_save
 
 CHECKPOINT_NAME = 'checkpoint.pth'
 CHECKPOINT_FORMAT = 'ddarts-zoo/train-checkpoint'
@@ -317,21 +318,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` into a temporary file beside ``path``, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> List[float]:

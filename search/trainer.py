@@ -506,7 +506,8 @@ def should_stop_early(distances: Sequence[float], epoch: int, patience: int = 5,
 
 
 # ============================================================================ checkpoint io
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` into a temporary file beside ``path``, fsync, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
@@ -948,7 +949,7 @@ class Searcher:
             'nonfinite_skipped': self.nonfinite_skipped,
         }
         path = self.run_dir / CHECKPOINT_NAME
-        _atomic_torch_save(ckpt, path)
+        atomic_torch_save(ckpt, path)
         self.written.append(str(path))
 
     def _write_logs(self) -> None:
