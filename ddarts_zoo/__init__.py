@@ -2,7 +2,8 @@
 
 Importing this package registers the ``ddarts_*`` models with timm (it does not import mmdet).
 """
-from .genotype import Edge, Genotype, GenotypeError, DeadNodeWarning, parse_official, load_genotype
+from .genotype import Edge, Genotype, GenotypeError, DeadNodeWarning, parse_official
+from .genotypes import load_genotype
 from .ops import OPS, DARTS_SPACE, DARTOPTI_SPACE, register_op
 from . import genotypes
 

@@ -20,24 +20,27 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     'distance': ('ddarts_zoo.commands.distance', 'architecture distance of two genotypes, or a matrix'),
     'plot': ('ddarts_zoo.commands.plot', 'draw the cells of a genotype as DAGs (.png, .svg, .pdf)'),
     'stats': ('ddarts_zoo.commands.stats', 'op counts per cell, parameter share per op type'),
+    'train': ('ddarts_zoo.commands.train', 'train a derived network from scratch (the paper\'s final recipe)'),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (for its arguments), the others are listed by name."""
     parser = argparse.ArgumentParser(prog='ddarts-zoo', description='D-DARTS / DARTOpti model zoo tools')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sp)
+        if name == command:
+            importlib.import_module(module).add_arguments(sp)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command = next((a for a in argv if not a.startswith('-')), None)  # the top level has no other options
+    args = build_parser(command).parse_args(argv)
     return int(importlib.import_module(args._module).run(args) or 0)
 
 

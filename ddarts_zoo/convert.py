@@ -1,69 +1,208 @@
-"""Load the D-DARTS authors' checkpoints into :class:`~ddarts_zoo.network.DDartsNet`, strictly.
+"""The one strict state-dict loader, and the authors' checkpoint layout -> ours.
 
-The authors save ``torch.save({'state_dict': ..., 'epoch': ...})`` of their CIFAR / ImageNet network
-(SPEC section 7).  Their key layout differs from ours only in module paths:
-
-=====================================================  ======================================================
-authors                                                ddarts-zoo
-=====================================================  ======================================================
-``stem.{0,1}`` / ``stem0.{0,1,3,4}`` / ``stem1.{1,2}``  same
-``cells.i.preprocess{0,1}.op.{1,2}`` (ReLUConvBN)      ``cells.i.preprocess{0,1}.{1,2}``
-``cells.i.preprocess0.{conv_1,conv_2,bn}`` (FR)        same
-``cells.i._ops.{to}.{from}.{k}.op.<layer>``            ``cells.i.nodes.{n}.ops.{j}.<layer>``
-``cells.i._ops.{to}.{from}.{k}.<layer>``               (``conv_7x1_1x7``, strided ``skip_connect``: no ``.op``)
-``auxiliary_head.{features,classifier}``               ``aux_head.{features,classifier}``
-``classifier``                                         ``classifier``
-=====================================================  ======================================================
-
-``k`` counts the ops of one ``(to, from)`` pair in gene order; ``n`` is the node's position among the
-cell's live nodes (sorted by index) and ``j`` the edge's position among the node's incoming edges in gene
-order.  The mapping is computed from *our* model (each of our keys names the authors' key it needs), so
-every key is accounted for: a missing, unexpected or mis-shaped key raises one :class:`CheckpointError`
-listing all of them.  The authors loaded with ``strict=False``; we never do.
-
-Tolerated on purpose (documented, never silent about anything else):
-
-* ``auxiliary_head.*`` when the target model has no auxiliary head (a training-only branch): dropped.
-* Keys of edges our network drops as dead (SPEC section 3, the genotype warns about them): dropped with a
-  warning, since the authors' network never runs those edges either.
-* ``num_batches_tracked`` absent from old checkpoints: set to 0 (it does not affect inference).
-* A ``module.`` prefix (``nn.DataParallel``) and the ``{'state_dict': ...}`` wrapper.
+:func:`load_state_dict_strict` unwraps a checkpoint, converts the authors' layout when it finds it and loads
+strictly: a missing, unexpected or mis-shaped key raises one :class:`CheckpointError` naming all of them and
+the checkpoint.  Keys of modules a model prunes (``model.pruned_modules``) are dropped with a logged note.
+The authors' keys differ from ours only in module paths (their ``cells.i._ops.{to}.{src}.{k}.op.*`` is our
+``cells.i.nodes.{n}.ops.{j}.*``); :func:`official_key_map` computes the mapping from our model.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import warnings
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from .ops import FactorizedReduce
 
-__all__ = ['CheckpointError', 'convert_official_state_dict', 'official_key_map', 'official_key',
-           'is_official_state_dict', 'unwrap_state_dict', 'load_official_checkpoint']
+__all__ = ['CheckpointError', 'LoadReport', 'unwrap_state_dict', 'is_official_state_dict', 'to_model_layout',
+           'drop_pruned_keys', 'match_state_dict', 'load_state_dict_strict', 'official_key_map',
+           'convert_official_state_dict', 'load_official_checkpoint']
+
+_logger = logging.getLogger(__name__)
+_WRAPPER_KEYS = ('state_dict', 'model', 'state_dict_ema')
+_CHECK_ARGS_HINT = ('Check the model name and its arguments (init_channels, num_classes, layers, in_chans) '
+                    'against the run that produced the checkpoint.')
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the model; the message names every offending key."""
+    """A checkpoint does not fit the model; the message names the checkpoint and every offending key."""
+
+    def __init__(self, message: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                 mis_shaped: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing, self.unexpected, self.mis_shaped = list(missing), list(unexpected), list(mis_shaped)
+
+    @classmethod
+    def mismatch(cls, source: str, target: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                 mis_shaped: Sequence[str] = (), hint: str = _CHECK_ARGS_HINT) -> 'CheckpointError':
+        """The error listing every missing, unexpected and mis-shaped key of ``source`` for ``target``."""
+        err = cls('', missing, unexpected, mis_shaped)
+        lines = [f'{source} does not fit {target}: {len(err.missing)} missing, {len(err.unexpected)} '
+                 f'unexpected, {len(err.mis_shaped)} mis-shaped key(s)']
+        for title, keys in err._groups(('missing from the checkpoint', 'unexpected in the checkpoint',
+                                        'shape mismatch')):
+            lines.append(f'{title}:\n  ' + '\n  '.join(keys))
+        if hint:
+            lines.append(hint)
+        err.args = ('\n'.join(lines),)
+        return err
+
+    def _groups(self, titles: Sequence[str]) -> List[Tuple[str, List[str]]]:
+        groups = zip(titles, (self.missing, self.unexpected, self.mis_shaped))
+        return [(title, keys) for title, keys in groups if keys]
+
+    def summary(self, limit: int = 8) -> str:
+        """One line: ``missing N: k1, k2 ...; unexpected N: ...; shape mismatch N: ...`` (``limit`` keys each)."""
+        def show(keys: List[str]) -> str:
+            return ', '.join(keys[:limit]) + (f' ... (+{len(keys) - limit})' if len(keys) > limit else '')
+        return '; '.join(f'{title} {len(keys)}: {show(keys)}'
+                         for title, keys in self._groups(('missing', 'unexpected', 'shape mismatch')))
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What a strict load did besides copying tensors."""
+
+    source: str
+    loaded: int  # tensors taken from the checkpoint
+    pruned: Tuple[str, ...] = ()  # checkpoint keys of modules the model prunes (dropped with a note)
+    ignored: Tuple[str, ...] = ()  # checkpoint keys under the caller's ignored prefixes / the absent aux head
+    filled: Tuple[str, ...] = ()  # BatchNorm ``num_batches_tracked`` absent from the checkpoint, kept from the model
+
+
+# ---------------------------------------------------------------------------- checkpoint forms
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
-    """The state dict inside a ``{'state_dict': ...}`` / ``{'model': ...}`` wrapper, without ``module.``."""
+    """The state dict inside a ``{'state_dict' | 'model' | 'state_dict_ema': ...}`` wrapper, without ``module.``."""
     sd: Mapping[str, Any] = checkpoint
-    for key in ('state_dict', 'model'):
+    for key in _WRAPPER_KEYS:
         if key in sd and isinstance(sd[key], Mapping):
             sd = sd[key]
             break
     if not all(isinstance(k, str) for k in sd):
         raise CheckpointError('the checkpoint is not a state dict (its keys are not all strings)')
-    return {k[7:] if k.startswith('module.') else k: v for k, v in sd.items()}
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
 
 
 def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
-    """True when the keys follow the authors' layout (``._ops.`` edges or ``.op.`` preprocessing)."""
-    return any('._ops.' in k or '.preprocess0.op.' in k or k.startswith('auxiliary_head.') for k in state_dict)
+    """True when the keys follow the authors' layout (``._ops.`` edges, ``.op.`` preprocessing, ``auxiliary_head``)."""
+    return any('._ops.' in k or '.preprocess0.op.' in k or '.preprocess1.op.' in k or k.startswith('auxiliary_head.')
+               for k in state_dict)
 
 
+def to_model_layout(checkpoint: Mapping[str, Any], model: nn.Module, source: str = 'the checkpoint'
+                    ) -> Dict[str, Any]:
+    """Unwrap ``checkpoint``, convert the authors' layout (strictly) and drop keys of pruned modules."""
+    sd = unwrap_state_dict(checkpoint)
+    if is_official_state_dict(sd):
+        return convert_official_state_dict(sd, model, source=source)
+    return drop_pruned_keys(sd, model, source)[0]
+
+
+def _pruned_prefixes(model: nn.Module) -> Tuple[str, ...]:
+    return tuple(getattr(model, 'pruned_modules', ()) or ())
+
+
+def drop_pruned_keys(state_dict: Mapping[str, Any], model: nn.Module, source: str
+                     ) -> Tuple[Dict[str, Any], Tuple[str, ...]]:
+    """Remove keys of modules ``model`` prunes (``model.pruned_modules`` prefixes), logging one note.
+
+    Such modules exist in the paper configuration (``prune_unused_inputs=False``) but receive no gradient,
+    so a checkpoint of that configuration has them and the pruned model has not.
+    """
+    prefixes = _pruned_prefixes(model)
+    if not prefixes:
+        return dict(state_dict), ()
+    own = model.state_dict()
+    dropped = tuple(k for k in state_dict if k not in own and k.startswith(prefixes))
+    if dropped:
+        hit = sorted({p for p in prefixes if any(k.startswith(p) for k in dropped)})
+        _logger.warning('%s: dropped %d key(s) of module(s) this model prunes (they get no gradient; the paper '
+                        'configuration prune_unused_inputs=False keeps them): %s', source, len(dropped),
+                        ', '.join(hit))
+    gone = set(dropped)
+    return {k: v for k, v in state_dict.items() if k not in gone}, dropped
+
+
+def _describe(model: nn.Module) -> str:
+    geno = getattr(model, 'genotype', None)
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    name = cfg.get('architecture') or type(model).__name__
+    if geno is None:
+        return name
+    return (f'{name} ({getattr(geno, "name", None) or "genotype"}, {geno.num_cells} cells, '
+            f'{getattr(model, "num_classes", "?")} classes)')
+
+
+# ---------------------------------------------------------------------------- the strict loader
+def match_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: str, *,
+                     ignore: Sequence[str] = (), names: Optional[Mapping[str, str]] = None,
+                     unexpected: Iterable[str] = (), target: Optional[str] = None
+                     ) -> Tuple[Dict[str, torch.Tensor], LoadReport]:
+    """Check a state dict in our layout against ``model``; return what ``load_state_dict(strict=True)`` takes.
+
+    Dropped: keys under ``ignore`` prefixes, ``aux_head.*`` when ``model`` has no auxiliary head (a
+    training-only branch) and keys of pruned modules (noted).  Missing ``num_batches_tracked`` buffers keep
+    the model's value.  ``names`` maps our keys to the checkpoint's names for messages; ``unexpected`` adds
+    checkpoint keys the caller already knows to be unexpected.
+
+    Raises:
+        CheckpointError: naming ``source`` and every missing, unexpected and mis-shaped key.
+    """
+    own = model.state_dict()
+    names = names or {}
+    ignore = tuple(ignore) + (() if any(k.startswith('aux_head.') for k in own) else ('aux_head.',))
+    sd, pruned = drop_pruned_keys(state_dict, model, source)
+    ignored = tuple(k for k in sd if k not in own and k.startswith(ignore))
+
+    def label(key: str) -> str:
+        theirs = names.get(key, key)
+        return f'{theirs} (for {key})' if theirs != key else key
+
+    out: Dict[str, torch.Tensor] = {}
+    missing, mis_shaped, filled = [], [], []
+    for key, want in own.items():
+        if key not in sd:
+            if key.endswith('num_batches_tracked'):
+                out[key] = want
+                filled.append(key)
+            else:
+                missing.append(label(key))
+            continue
+        value = sd[key]
+        if not isinstance(value, torch.Tensor):
+            mis_shaped.append(f'{names.get(key, key)}: not a tensor ({type(value).__name__})')
+        elif value.shape != want.shape:
+            theirs = names.get(key, key)
+            mis_shaped.append(f'{theirs}: checkpoint {tuple(value.shape)} vs model {tuple(want.shape)}'
+                              + (f' (for {key})' if theirs != key else ''))
+        else:
+            out[key] = value
+    extra = list(unexpected) + [k for k in sd if k not in own and k not in ignored]
+    if missing or extra or mis_shaped:
+        raise CheckpointError.mismatch(source, target or _describe(model), missing, extra, mis_shaped)
+    return out, LoadReport(source, len(out) - len(filled), pruned, ignored, tuple(filled))
+
+
+def load_state_dict_strict(model: nn.Module, checkpoint: Mapping[str, Any], source: str, *,
+                           ignore: Sequence[str] = (), target: Optional[str] = None) -> LoadReport:
+    """Load ``checkpoint`` (ours or the authors', wrapped or not) into ``model``, strictly.
+
+    ``source`` names the checkpoint in errors; see :func:`match_state_dict` for what is tolerated.
+    """
+    sd = unwrap_state_dict(checkpoint)
+    if is_official_state_dict(sd):
+        matched, report = _convert_official(sd, model, True, source, ignore=ignore, target=target)
+    else:
+        matched, report = match_state_dict(model, sd, source, ignore=ignore, target=target)
+    model.load_state_dict(matched, strict=True)
+    return report
+
+
+# ---------------------------------------------------------------------------- the authors' layout
 def _op_wrapper(op: nn.Module, op_name: str) -> str:
     """Path segment the authors put between an edge's index and the op's layers."""
     if isinstance(op, FactorizedReduce) or op_name == 'conv_7x1_1x7':
@@ -75,31 +214,17 @@ def _cell_key_map(cell: nn.Module, live_gene: Tuple[Any, ...]) -> Dict[str, str]
     """Our in-cell prefixes (``nodes.n.ops.j.``) -> the authors' (``_ops.to.from.k.[op.]``) for one cell."""
     out: Dict[str, str] = {}
     for p in ('preprocess0', 'preprocess1'):
-        out[f'{p}.'] = f'{p}.' if isinstance(getattr(cell, p), FactorizedReduce) else f'{p}.op.'
+        out[f'{p}.'] = f'{p}.' if isinstance(getattr(cell, p, None), FactorizedReduce) else f'{p}.op.'
     for n, (node_id, node) in enumerate(zip(cell.node_ids, cell.nodes)):
         edges = [e for e in live_gene if e.to == node_id]
         if len(edges) != len(node.ops):  # the network and its genotype disagree: a bug, not a user error
-            raise CheckpointError(f'cell node {node_id}: the model has {len(node.ops)} ops but the genotype '
-                                  f'lists {len(edges)} live edges')
+            raise RuntimeError(f'cell node {node_id}: the model has {len(node.ops)} ops but the genotype '
+                               f'lists {len(edges)} live edges')
         for j, (edge, op) in enumerate(zip(edges, node.ops)):
             # k = rank among the gene's edges with the same (to, from) pair. Liveness is a property of the
             # pair, so the live gene keeps all or none of them, in gene order: counting live edges suffices.
             k = sum(1 for e in edges[:j] if (e.to, e.src) == (edge.to, edge.src))
             out[f'nodes.{n}.ops.{j}.'] = f'_ops.{edge.to}.{edge.src}.{k}.{_op_wrapper(op, edge.op)}'
-    return out
-
-
-def official_key_map(model: nn.Module) -> Dict[str, str]:
-    """Each key of ``model.state_dict()`` -> the authors' key holding the same tensor."""
-    genotype = model.genotype
-    maps = []
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # dead-node warnings were already given when the model was built
-        for i, cell in enumerate(model.cells):
-            maps.append(_cell_key_map(cell, genotype.live_gene(i, warn=False)))
-    out: Dict[str, str] = {}
-    for key in model.state_dict():
-        out[key] = _official_key(key, maps)
     return out
 
 
@@ -114,98 +239,61 @@ def _official_key(key: str, cell_maps: List[Dict[str, str]]) -> str:
     return key  # stems and classifier share our names
 
 
-def official_key(model: nn.Module, key: str) -> str:
-    """The authors' name of one of our state-dict keys (builds the whole map: use :func:`official_key_map` in loops)."""
-    return official_key_map(model)[key]
-
-
-def _dead_edge_prefixes(model: nn.Module) -> List[str]:
-    prefixes = []
+def official_key_map(model: nn.Module) -> Dict[str, str]:
+    """Each key of ``model.state_dict()`` -> the authors' key holding the same tensor."""
     genotype = model.genotype
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # dead-node warnings were already given when the model was built
+        maps = [_cell_key_map(cell, genotype.live_gene(i, warn=False)) for i, cell in enumerate(model.cells)]
+    return {key: _official_key(key, maps) for key in model.state_dict()}
+
+
+def _dead_edge_prefixes(model: nn.Module) -> Tuple[str, ...]:
+    """The authors' key prefixes of edges our network drops as dead (their network never runs them either)."""
+    genotype = model.genotype
+    prefixes = []
     for i in range(len(model.cells)):
         live = set(genotype.live_gene(i, warn=False))
-        for e in genotype.genes[i]:
-            if e not in live:
-                prefixes.append(f'cells.{i}._ops.{e.to}.{e.src}.')
-    return prefixes
+        prefixes += [f'cells.{i}._ops.{e.to}.{e.src}.' for e in genotype.genes[i] if e not in live]
+    return tuple(prefixes)
 
 
-def _describe(model: nn.Module) -> str:
-    geno = getattr(model, 'genotype', None)
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    cells = f', {geno.num_cells} cells' if geno is not None else ''
-    return f'{name} ({getattr(geno, "name", None) or "genotype"}{cells}, {getattr(model, "num_classes", "?")} classes)'
-
-
-def convert_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module,
-                                allow_aux_drop: bool = True) -> Dict[str, torch.Tensor]:
+def convert_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module, allow_aux_drop: bool = True,
+                                source: str = "the authors' checkpoint") -> Dict[str, torch.Tensor]:
     """Map an authors' state dict onto ``model``'s keys, strictly.
 
-    Args:
-        state_dict: the authors' ``state_dict`` (or the checkpoint dict holding it).
-        model: the target :class:`~ddarts_zoo.network.DDartsNet` (same genotype, width and classes).
-        allow_aux_drop: drop ``auxiliary_head.*`` when ``model`` has no auxiliary head.
-
-    Returns:
-        A state dict in our layout that ``model.load_state_dict(..., strict=True)`` accepts.
+    Tolerated: ``auxiliary_head.*`` when ``model`` has none (``allow_aux_drop``); keys of dead edges (a
+    warning); keys of modules ``model`` prunes (a logged note); absent ``num_batches_tracked``; a
+    ``{'state_dict': ...}`` wrapper and ``module.`` prefixes.  Returns a state dict that
+    ``model.load_state_dict(..., strict=True)`` accepts.
 
     Raises:
         CheckpointError: listing every missing, unexpected and mis-shaped key (authors' and our names).
     """
+    return _convert_official(unwrap_state_dict(state_dict), model, allow_aux_drop, source)[0]
+
+
+def _convert_official(sd: Mapping[str, Any], model: nn.Module, allow_aux_drop: bool, source: str, *,
+                      ignore: Sequence[str] = (), target: Optional[str] = None
+                      ) -> Tuple[Dict[str, torch.Tensor], LoadReport]:
     if not hasattr(model, 'cells') or not hasattr(model, 'genotype'):
         raise TypeError(f'convert_official_state_dict needs a DDartsNet, got {type(model).__name__}')
-    source = unwrap_state_dict(state_dict)
-    target = model.state_dict()
     key_map = official_key_map(model)
-
-    out: Dict[str, torch.Tensor] = {}
-    missing: List[str] = []
-    mis_shaped: List[str] = []
-    for ours, theirs in key_map.items():
-        if theirs not in source:
-            if ours.endswith('num_batches_tracked'):
-                out[ours] = torch.zeros_like(target[ours])
-                continue
-            missing.append(f'{theirs} (for {ours})' if theirs != ours else theirs)
-            continue
-        value = source[theirs]
-        if not isinstance(value, torch.Tensor):
-            mis_shaped.append(f'{theirs}: not a tensor ({type(value).__name__})')
-            continue
-        if value.shape != target[ours].shape:
-            mis_shaped.append(f'{theirs}: checkpoint {tuple(value.shape)} vs model {tuple(target[ours].shape)}'
-                              + (f' (for {ours})' if theirs != ours else ''))
-            continue
-        out[ours] = value
-
-    used = set(key_map.values())
+    ours_of = {theirs: ours for ours, theirs in key_map.items()}
     dead = _dead_edge_prefixes(model)
-    unexpected, dropped_dead = [], []
-    has_aux = any(k.startswith('aux_head.') for k in target)
-    for key in source:
-        if key in used:
-            continue
-        if key.startswith('auxiliary_head.') and not has_aux and allow_aux_drop:
-            continue
-        if any(key.startswith(p) for p in dead):
-            dropped_dead.append(key)
-            continue
-        unexpected.append(key)
-
-    if missing or unexpected or mis_shaped:
-        parts = [f"the authors' checkpoint does not fit {_describe(model)}: {len(missing)} missing, "
-                 f'{len(unexpected)} unexpected, {len(mis_shaped)} mis-shaped key(s)']
-        for title, keys in (('missing from the checkpoint', missing), ('unexpected in the checkpoint', unexpected),
-                            ('shape mismatch', mis_shaped)):
-            if keys:
-                parts.append(f'{title}:\n  ' + '\n  '.join(keys))
-        parts.append('Check the model name, init_channels, num_classes and layers against the training run '
-                     'that produced the checkpoint.')
-        raise CheckpointError('\n'.join(parts))
+    dropped_dead = [k for k in sd if k not in ours_of and dead and k.startswith(dead)]
+    renamed = {ours_of[k]: v for k, v in sd.items() if k in ours_of}
+    leftover = {k: v for k, v in sd.items() if k not in ours_of and k not in dropped_dead}
+    collide = [k for k in leftover if k in renamed]  # a key in our naming inside an authors' dict
+    renamed.update((k, v) for k, v in leftover.items() if k not in renamed)
+    has_aux = any(k.startswith('aux_head.') for k in key_map)
+    ignore = tuple(ignore) + (('auxiliary_head.',) if allow_aux_drop and not has_aux else ())
+    out, report = match_state_dict(model, renamed, source, ignore=ignore, names=key_map, unexpected=collide,
+                                   target=target)
     if dropped_dead:
         warnings.warn(f'{len(dropped_dead)} checkpoint key(s) belong to dead edges that the network drops '
-                      f'(e.g. {dropped_dead[0]}); they are ignored', UserWarning, stacklevel=2)
-    return out
+                      f'(e.g. {dropped_dead[0]}); they are ignored', UserWarning, stacklevel=3)
+    return out, dataclasses.replace(report, ignored=report.ignored + tuple(dropped_dead))
 
 
 def load_official_checkpoint(path: str, model: nn.Module) -> Dict[str, Any]:
@@ -221,9 +309,6 @@ def load_official_checkpoint(path: str, model: nn.Module) -> Dict[str, Any]:
         raise CheckpointError(f'cannot read checkpoint {path!r}: {err}') from err
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    converted = convert_official_state_dict(ckpt, model)
-    model.load_state_dict(converted, strict=True)
-    meta = {k: v for k, v in ckpt.items() if k not in ('state_dict', 'model', 'optimizer')
+    load_state_dict_strict(model, ckpt, path)
+    return {k: v for k, v in ckpt.items() if k not in ('state_dict', 'model', 'optimizer')
             and isinstance(v, (int, float, str, bool))}
-    return meta
-

@@ -1,35 +1,10 @@
-"""Architecture distance of D-DARTS (paper Sec. 4.5, Algorithm 2).
+"""Architecture distance of D-DARTS (paper Sec. 4.5, Algorithm 2, Eq. 11-13).
 
-The metric is built bottom-up:
-
-* **encoding** -- a cell becomes a matrix ``[edges x 12]`` over the DARTOpti op columns
-  (:data:`~ddarts_zoo.ops.DARTOPTI_SPACE`): ``10.0`` where the gene has ``(op, to, src)``, ``0`` elsewhere.
-  Edge ``(to, src)`` is row ``sum_{n < to-2} (n + 2) + src``, i.e. the DARTS supernet's alpha layout, and
-  the number of rows follows from ``steps = concat end - 2`` (``concat end = max(concat) + 1``).
-  DARTS-space genotypes (7 ops) embed in the same 12 columns.
-* **edge distance** -- weighted Hamming ``sum_k w_k [u_k != v_k] / sum_k w_k`` with ``w`` the paper's
-  op scores (Table 1, ``data/op_scores.json``) in DARTOpti order.
-* **cell distance** -- symmetric Hausdorff distance between the two *sets* of rows, empty rows included
-  (two cells may have different step counts, hence different row counts).
-* **architecture distance** -- mean cell distance over cells at the same position.
-
-Every edge of a gene is encoded, dead ones included (the metric compares genotypes as written).  Rows are
-held as 12-bit codes and edge distances looked up by mismatch mask, so equal rows give exactly 0 and
-``d(a, b) == d(b, a)`` bit for bit; the 19 shipped genotypes' full matrix takes about 10 ms.
-
-Rules where the paper is silent (all documented again on the functions):
-
-* **Different cell counts**: the mean runs over the common leading cells ``0 .. min(n_a, n_b) - 1``, as the
-  authors' code does (it zips the two cell lists).  The extra cells of the longer genotype are ignored,
-  so the result is only a metric between genotypes with the same number of cells.
-* **Nodes beyond the concat range** (a target ``t >= concat end``): ``steps`` is enlarged to
-  ``max(concat end - 2, largest target - 1)`` for the whole genotype, the size a supernet able to hold
-  the gene would have.  The authors' encoder would index past its alpha matrix; every genotype they
-  published stays inside its range, so their values are unchanged.
-* **Pseudometric**: rows are compared as a set, so the row *position* is lost: two cells with the same
-  set of edge encodings (e.g. ``sep_conv_3x3`` on edge (2, 0) vs. on edge (2, 1)) are at distance 0.
-  Identity of indiscernibles therefore holds between *encodings* (sets of rows per cell), not between
-  genotypes; symmetry and the triangle inequality hold exactly (same cell counts).
+A cell is encoded as a matrix ``[edges x 12]`` over the DARTOpti ops (``10.0`` where the gene has
+``(op, to, src)``, row :func:`~ddarts_zoo.genotype.edge_index`); edge distance = Hamming distance weighted by
+the paper's op scores (Table 1); cell distance = symmetric Hausdorff distance between the sets of rows; the
+architecture distance = mean cell distance over cells at the same position.  Where the paper is silent
+(different cell counts, nodes beyond ``concat``, rows compared as a set) the rule is stated on the function.
 """
 from __future__ import annotations
 
@@ -41,11 +16,12 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .genotype import Edge, Genotype, GenotypeError, load_genotype
+from .genotype import Edge, Genotype, GenotypeError, edge_index, num_edges
+from .genotypes import load_genotype
 from .ops import DARTOPTI_SPACE
 
 __all__ = [
-    'ENCODING_VALUE', 'GenotypeLike', 'WeightsLike', 'op_weights', 'num_edges', 'edge_row', 'genotype_steps',
+    'ENCODING_VALUE', 'GenotypeLike', 'WeightsLike', 'op_weights', 'genotype_steps',
     'encode_cell', 'encode_genotype', 'edge_distance', 'cell_distance', 'cell_distances',
     'architecture_distance', 'distance_matrix',
 ]
@@ -95,21 +71,12 @@ def op_weights(weights: WeightsLike = None) -> np.ndarray:
     return w
 
 
-def num_edges(steps: int) -> int:
-    """Rows of a ``steps``-node cell encoding: ``sum_{n < steps} (n + 2)``."""
-    return steps * (steps + 3) // 2
-
-
-def edge_row(to: int, src: int) -> int:
-    """Row of edge ``(to, src)``: ``sum_{n < to-2} (n + 2) + src``."""
-    return (to - 2) * (to + 1) // 2 + src
-
-
 def genotype_steps(genotype: Genotype) -> int:
     """Intermediate nodes per cell in the encoding: ``max(concat end - 2, largest target - 1)``.
 
-    ``concat end - 2`` is the authors' rule; the second term enlarges it for genotypes whose nodes go
-    beyond their ``concat`` range (see the module docstring).
+    ``concat end - 2`` is the authors' rule; the second term enlarges it, for the whole genotype, when a
+    node lies beyond the ``concat`` range (the size a supernet able to hold the gene would have).  Every
+    genotype the authors published stays inside its range, so their values are unchanged.
     """
     from_concat = max(genotype.concat) + 1 - 2 if genotype.concat else 0
     from_nodes = max(e.to for gene in genotype.genes for e in gene) - 1
@@ -128,11 +95,10 @@ def _encode_edges(edges: Sequence[Edge], steps: int, where: str) -> np.ndarray:
             raise GenotypeError(f'{where}: operation {e.op!r} of edge {e} is outside the 12 DARTOpti ops the '
                                 f'distance is defined on')
         cols.append(col)
-    to = np.array([e.to for e in edges])
-    src = np.array([e.src for e in edges])
-    if to.max() - 1 > steps:
-        raise GenotypeError(f'{where}: node {int(to.max())} does not fit a {steps}-step encoding')
-    rows[(to - 2) * (to + 1) // 2 + src, np.array(cols)] = ENCODING_VALUE
+    top = max(e.to for e in edges)
+    if top - 1 > steps:
+        raise GenotypeError(f'{where}: node {top} does not fit a {steps}-step encoding')
+    rows[[edge_index(e.to, e.src) for e in edges], cols] = ENCODING_VALUE
     return rows
 
 
@@ -239,7 +205,8 @@ def cell_distance(a: CellLike, b: CellLike, weights: WeightsLike = None) -> floa
 
     ``a``/``b`` are encoded matrices ``[edges x 12]`` (row counts may differ; any values, compared with
     ``!=``) or genes (lists of ``(op, to, src)``), encoded with :func:`encode_cell`'s default ``steps``.
-    All rows count, empty ones included; rows form a *set*, so their positions do not matter.
+    All rows count, empty ones included; rows form a *set*, so their positions do not matter: the same op
+    on edge (2, 0) or on edge (2, 1) gives distance 0 (a pseudometric on genotypes, a metric on row sets).
     """
     ma, mb = _as_cell_matrix(a, 'cell a'), _as_cell_matrix(b, 'cell b')
     table = _hamming_table(op_weights(weights))
@@ -294,8 +261,7 @@ def distance_matrix(genotypes: Sequence[GenotypeLike], weights: WeightsLike = No
     """Pairwise :func:`architecture_distance` matrix ``[n, n]`` (symmetric, zero diagonal).
 
     Each genotype is encoded once as one bit code per row; a pair's cells are compared in one batched
-    table lookup, so the 19 shipped genotypes take about 10 ms.  An invalid entry raises
-    :class:`GenotypeError` naming its position.
+    table lookup.  An invalid entry raises :class:`GenotypeError` naming its position.
     """
     if isinstance(genotypes, (str, bytes, Genotype, Mapping)):
         raise TypeError('distance_matrix expects a list of genotypes')

@@ -9,6 +9,8 @@ intermediate nodes.  Several operations may share one ``(to, src)`` pair.
 * :meth:`Genotype.to_json` / :meth:`Genotype.from_json` are the project's own format (versioned).
 * :meth:`Genotype.expand` is the paper's Algorithm 1.
 * :meth:`Genotype.live_gene` drops dead nodes (no live input) with a warning.
+* :func:`num_edges` / :func:`edge_index` / :func:`edge_pairs` (the row layout of a cell's alpha matrix) and
+  :func:`live_nodes` come from :mod:`ddarts_zoo.edges` and are part of this module's API.
 """
 from __future__ import annotations
 
@@ -16,24 +18,26 @@ import ast
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from .edges import Edge, Gene, edge_index, edge_pairs, live_nodes, num_edges
 from .ops import OPS, op_space_of
+from .utils.io import atomic_write
 
 __all__ = [
-    'Edge', 'Gene', 'Genotype', 'GenotypeError', 'DeadNodeWarning', 'parse_official', 'load_genotype',
-    'atomic_write_text', 'FORMAT_NAME', 'FORMAT_VERSION', 'MAX_NODE_INDEX',
+    'Edge', 'Gene', 'Genotype', 'GenotypeError', 'DeadNodeWarning', 'parse_official', 'live_nodes',
+    'num_edges', 'edge_index', 'edge_pairs', 'FORMAT_NAME', 'FORMAT_VERSION', 'MAX_NODE_INDEX',
 ]
 
 FORMAT_NAME = 'ddarts-zoo/genotype'
 FORMAT_VERSION = 1
 MAX_NODE_INDEX = 64
-EMPTY_CELL_POLICIES = ('error', 'skip_connect')
 """Largest node index accepted (a cell with 62 intermediate nodes is already far beyond any search)."""
+EMPTY_CELL_POLICIES = ('error', 'skip_connect')
+"""What a cell whose every intermediate node is dead becomes (see :class:`Genotype`'s ``empty_cell``)."""
 
 
 _EDGE_RE = re.compile(r'\[\s+("[^"]+"),\s+(\d+),\s+(\d+)\s+\]')
@@ -46,37 +50,6 @@ class GenotypeError(ValueError):
 
 class DeadNodeWarning(UserWarning):
     """A node had no live input and was dropped together with the edges leaving it."""
-
-
-class Edge(NamedTuple):
-    """One operation ``op`` applied to node ``src`` and summed into node ``to``."""
-
-    op: str
-    to: int
-    src: int
-
-    def __str__(self) -> str:
-        return f'({self.op!r}, {self.to}, {self.src})'
-
-
-Gene = Tuple[Edge, ...]
-
-
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _is_int(value: Any) -> bool:
@@ -110,7 +83,8 @@ class Genotype:
         empty_cell: what a cell whose every node is dead becomes. ``'error'`` (default) rejects such a
             genotype; ``'skip_connect'`` is an explicit, recorded repair that turns the cell into a single
             ``skip_connect`` from the previous cell (strided in a reduction cell), with a warning. The
-            shipped ``do2_xception_edge`` needs it: its cell 12 has no live node (SPEC section 3).
+            shipped ``do2_xception_edge`` needs it: in the authors' file its cell 12 has no live node
+            (node 3's only input is node 2, which has no input).
     """
 
     genes: Tuple[Gene, ...]
@@ -169,18 +143,10 @@ class Genotype:
                     raise GenotypeError(f'{where}: node index above the limit {MAX_NODE_INDEX}')
                 if e.src >= e.to:
                     raise GenotypeError(f'{where}: source {e.src} >= target {e.to} (edges must go forward)')
-            if not self._live_nodes(gene) and self.empty_cell == 'error':
+            if not live_nodes(gene) and self.empty_cell == 'error':
                 raise GenotypeError(f'cell {ci}: no intermediate node has a live input (every node is dead); '
                                     f"pass empty_cell='skip_connect' to replace such a cell by a skip "
                                     f'connection explicitly')
-
-    @staticmethod
-    def _live_nodes(gene: Sequence[Edge]) -> Tuple[int, ...]:
-        live = {0, 1}
-        for node in sorted({e.to for e in gene}):
-            if any(e.to == node and e.src in live for e in gene):
-                live.add(node)
-        return tuple(sorted(live - {0, 1}))
 
     # ------------------------------------------------------------------ structure
     @property
@@ -197,7 +163,7 @@ class Genotype:
 
     def live_nodes(self, cell: int) -> Tuple[int, ...]:
         """Intermediate nodes of ``cell`` computed by the network, in increasing order."""
-        return self._live_nodes(self.genes[cell]) or (2,)  # (2,): an empty cell's skip_connect node
+        return live_nodes(self.genes[cell]) or (2,)  # (2,): an empty cell's skip_connect node
 
     def live_gene(self, cell: int, warn: bool = True) -> Gene:
         """The edges of ``cell`` that are computed, sorted by target (stable: gene order within a node).
@@ -206,7 +172,7 @@ class Genotype:
         :class:`DeadNodeWarning` naming cell and node.
         """
         gene = self.genes[cell]
-        live = set(self._live_nodes(gene)) | {0, 1}
+        live = set(live_nodes(gene)) | {0, 1}
         dead = sorted({e.to for e in gene} - live)
         label = self.name or 'genotype'
         if len(live) == 2:  # every node dead: only reachable with empty_cell='skip_connect'
@@ -335,8 +301,7 @@ class Genotype:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write the JSON form atomically."""
-        atomic_write_text(path, self.to_json() + '\n')
-        return Path(path)
+        return atomic_write(path, self.to_json() + '\n')
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> 'Genotype':
@@ -429,20 +394,3 @@ def parse_official(text: str, name: Optional[str] = None, empty_cell: str = 'err
     meta = {'source_format': call.func.id}
     return Genotype(genes, fields['reductions'], fields.get('concat', (2, 3, 4, 5)), name, meta, empty_cell)
 
-
-def load_genotype(spec: Union[str, os.PathLike, Genotype, Mapping[str, Any]]) -> Genotype:
-    """Resolve a genotype given as a ``Genotype``, a JSON dict, a shipped name or a file path."""
-    if isinstance(spec, Genotype):
-        return spec
-    if isinstance(spec, Mapping):
-        return Genotype.from_dict(spec)
-    if isinstance(spec, (str, os.PathLike)):
-        from . import genotypes as shipped  # local import: genotypes imports this module
-        text = os.fspath(spec)
-        if text in shipped.names():
-            return shipped.get(text)
-        if os.path.exists(text):
-            return Genotype.load(text)
-        raise GenotypeError(f'genotype {text!r} is neither a shipped name ({", ".join(shipped.names())}) '
-                            f'nor an existing file')
-    raise GenotypeError(f'cannot make a genotype from {type(spec).__name__}')

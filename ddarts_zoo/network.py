@@ -1,125 +1,79 @@
-"""Derived (final) D-DARTS networks: cells built from a genotype, CIFAR and ImageNet stems, aux head.
+"""Derived (final) D-DARTS networks: stems, pruning of what no output reads, :class:`DDartsNet`.
 
 :class:`DDartsNet` follows timm's model API (``forward_features`` / ``forward_head`` / ``reset_classifier``
-/ ``feature_info`` ...) and is scriptable, FX-traceable and ONNX-exportable.  Registered timm models live
-in :mod:`ddarts_zoo.zoo`.
+/ ``feature_info`` / ``forward_intermediates`` ...) and is scriptable, FX-traceable and ONNX-exportable.
+Registered timm models live in :mod:`ddarts_zoo.zoo`; :func:`build_stem` is shared with the search supernet.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, create_classifier
+from timm.layers import create_classifier
+from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from .genotype import Genotype, load_genotype
-from .ops import FactorizedReduce, ReLUConvBN, build_op
+from .cells import AuxHead, Cell, Node, PrunedCell
+from .genotype import Genotype
+from .genotypes import load_genotype
 
-__all__ = ['Node', 'Cell', 'AuxHead', 'DDartsNet', 'STEM_TYPES']
+__all__ = ['Node', 'Cell', 'PrunedCell', 'AuxHead', 'DDartsNet', 'Stem', 'build_stem', 'STEM_TYPES',
+           'STEM_STRIDES']
 
-STEM_TYPES = ('cifar', 'imagenet', 'imagenet_darts')
-"""``cifar``: conv3x3 to 3C (stride 1). ``imagenet``: the authors' ImageNet stem (stride 4, used by the
-DO models). ``imagenet_darts``: the DARTS ImageNet stem (stride 8) so that 2-reduction genotypes reach
-stride 32."""
-
-
-class Node(nn.Module):
-    """One intermediate node: the sum of its incoming operations (then drop-path)."""
-
-    def __init__(self, ops: Sequence[nn.Module], srcs: Sequence[int], drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.ops = nn.ModuleList(ops)
-        self.srcs: List[int] = list(srcs)  # positions in the cell's list of states
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, states: List[torch.Tensor]) -> torch.Tensor:
-        out: List[torch.Tensor] = []
-        for i, op in enumerate(self.ops):
-            out.append(op(states[self.srcs[i]]))
-        total = out[0]
-        for t in out[1:]:
-            total = total + t
-        return self.drop_path(total)
+STEM_STRIDES: Dict[str, int] = {'cifar': 1, 'imagenet': 4, 'imagenet_darts': 8}
+"""Stem type -> stride of the first cell's input ``s1``. ``cifar``: conv3x3 to ``stem_multiplier * C``.
+``imagenet``: the authors' ImageNet stem (used by the DO models). ``imagenet_darts``: the DARTS ImageNet stem,
+so that 2-reduction genotypes reach stride 32 (the search supernet's ``'imagenet'`` stem)."""
+STEM_TYPES: Tuple[str, ...] = tuple(STEM_STRIDES)
 
 
-class Cell(nn.Module):
-    """A derived cell: preprocess both inputs, compute live nodes in increasing order, concat them."""
-
-    def __init__(self, genotype: Genotype, index: int, c_pp: int, c_p: int, c: int, reduction: bool,
-                 reduction_prev: bool, drop_path: float = 0.0, prune_unused_inputs: bool = False) -> None:
-        super().__init__()
-        self.reduction = reduction
-        gene = genotype.live_gene(index)
-        used = {e.src for e in gene}
-        self.unused_inputs: List[int] = [k for k in (0, 1) if k not in used]
-        # An input no edge reads keeps its preprocessing by default (as in the authors' networks and their
-        # parameter counts); prune_unused_inputs=True drops it (no parameter without a gradient, e.g. for DDP).
-        self.preprocess0 = nn.Identity() if prune_unused_inputs and 0 not in used else (
-            FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c))
-        self.preprocess1 = nn.Identity() if prune_unused_inputs and 1 not in used else ReLUConvBN(c_p, c)
-        node_ids = sorted({e.to for e in gene})
-        slot = {0: 0, 1: 1}
-        nodes = []
-        for node in node_ids:
-            edges = [e for e in gene if e.to == node]
-            ops = [build_op(e.op, c, 2 if reduction and e.src < 2 else 1) for e in edges]
-            nodes.append(Node(ops, [slot[e.src] for e in edges], drop_path))
-            slot[node] = len(slot)
-        self.nodes = nn.ModuleList(nodes)
-        self.node_ids: List[int] = node_ids
-        self.multiplier = len(node_ids)
-        self.out_chs = self.multiplier * c
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        states: List[torch.Tensor] = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in self.nodes:
-            states.append(node(states))
-        return torch.cat(states[2:], dim=1)
-
-    def set_drop_path(self, rate: float) -> None:
-        for node in self.nodes:
-            if isinstance(node.drop_path, DropPath):
-                node.drop_path.drop_prob = rate
-            elif rate > 0:
-                node.drop_path = DropPath(rate)
-
-
-class AuxHead(nn.Module):
-    """Auxiliary classifier after the last reduction cell (training only, loss weight 0.4 in the paper).
-
-    ReLU, AvgPool 5 (stride 3 CIFAR / 2 ImageNet), 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU,
-    linear. Maps smaller than the 5x5 pooling window (e.g. DARTOpti genotypes with 3-4 reductions at 32 px)
-    are average-pooled to 2x2 instead, so the head works at any depth.
-    """
-
-    def __init__(self, in_chs: int, num_classes: int, pool_stride: int = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
-            nn.Conv2d(in_chs, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=False),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)  # 1x1 already at the design resolution
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < 5:
-            x = nn.functional.adaptive_avg_pool2d(self.features[0](x), 2)
-            for layer in self.features[2:]:
-                x = layer(x)
-        else:
-            x = self.features(x)
-        return self.classifier(self.pool(x).flatten(1))
+class Stem(NamedTuple):
+    """What :func:`build_stem` returns: the modules and what the first cell needs to know."""
+    modules: Dict[str, nn.Sequential]  # 'stem' (CIFAR: s0 = s1 = its output), or 'stem0' (s0), 'stem1' (s1)
+    strides: Dict[str, int]  # output stride of each module
+    c_pp: int  # channels of the first cell's input s0
+    c_p: int  # channels of the first cell's input s1
+    reduction_prev: bool  # s0 has twice the resolution of s1 (the first cell reduces it)
 
 
 def _conv_bn(in_chs: int, out_chs: int, stride: int) -> List[nn.Module]:
     return [nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_chs)]
+
+
+def build_stem(stem_type: str, in_chans: int, channels: int, stem_multiplier: int = 3) -> Stem:
+    """The stem of a D-DARTS network (the same for the search supernet and the derived networks).
+
+    ``cifar``: conv3x3 (stride 1) + BN to ``stem_multiplier * channels``. ImageNet stems (paper Sec. 5.3,
+    DARTS's ImageNet setting): ``stem0`` = conv3x3 s2 to ``channels // 2``, BN, ReLU, conv3x3 (s1 for
+    ``imagenet``, s2 for ``imagenet_darts``), BN; ``stem1`` = ReLU, conv3x3 s2, BN. BNs are affine.
+    """
+    if stem_type not in STEM_STRIDES:
+        raise ValueError(f'stem_type must be one of {STEM_TYPES}, got {stem_type!r}')
+    if stem_type == 'cifar':
+        c_stem = stem_multiplier * channels
+        stem = nn.Sequential(*_conv_bn(in_chans, c_stem, 1))
+        return Stem({'stem': stem}, {'stem': 1}, c_stem, c_stem, False)
+    second = 1 if stem_type == 'imagenet' else 2
+    half = max(channels // 2, 1)
+    stem0 = nn.Sequential(*_conv_bn(in_chans, half, 2), nn.ReLU(inplace=True),
+                          *_conv_bn(half, channels, second))
+    stem1 = nn.Sequential(nn.ReLU(inplace=False), *_conv_bn(channels, channels, 2))
+    strides = {'stem0': 2 * second, 'stem1': STEM_STRIDES[stem_type]}
+    return Stem({'stem0': stem0, 'stem1': stem1}, strides, channels, channels, True)
+
+
+def _needed_cells(reads: Sequence[Sequence[int]], targets: Iterable[int]) -> List[bool]:
+    """Which cells' outputs reach a target cell. Cell ``i`` reads cell ``i - 1`` as input 1 and cell ``i - 2``
+    as input 0 (``reads[i]``: the inputs its edges read)."""
+    n = len(reads)
+    needed = [False] * n
+    for t in targets:
+        needed[t] = True
+    for j in range(n - 1, -1, -1):
+        needed[j] = needed[j] or (j + 1 < n and needed[j + 1] and 1 in reads[j + 1]) or (
+            j + 2 < n and needed[j + 2] and 0 in reads[j + 2])
+    return needed
 
 
 class DDartsNet(nn.Module):
@@ -131,15 +85,23 @@ class DDartsNet(nn.Module):
         in_chans: input image channels.
         init_channels: width ``C`` of the first cells.
         layers: number of cells; larger than the genotype's cell count applies Algorithm 1.
-        stem_type: 'cifar', 'imagenet' (authors' stride-4 stem) or 'imagenet_darts' (stride-8 stem).
+        stem_type: one of :data:`STEM_TYPES` (see :func:`build_stem`).
         auxiliary: build the auxiliary head (used by :meth:`forward_train` in training mode only).
         drop_rate: dropout before the classifier.
         drop_path_rate: per-sample drop-path probability on each node's sum (training only).
         global_pool: timm pooling type ('avg', 'max', ..., '' for none).
         stem_multiplier: CIFAR stem width in units of ``C`` (3 in DARTS).
-        prune_unused_inputs: drop the preprocessing of cell inputs that no edge reads (some published
-            genotypes have such inputs; the paper's parameter counts include them, so they are kept by
-            default, but they never receive a gradient).
+        prune_unused_inputs: build only what the outputs read (default), so that every parameter receives a
+            gradient: the preprocessing of cell inputs no edge reads and the cells whose output reaches
+            neither the classifier nor (with ``auxiliary``) the auxiliary head are left out. ``False`` builds
+            the paper's networks, whose parameter counts include those modules.
+
+    Attributes:
+        pruned_modules: state-dict key prefixes (e.g. ``'cells.6.'``, ``'cells.7.preprocess1.'``) that the
+            paper configuration (``prune_unused_inputs=False``, other arguments equal) has and this model
+            omits; empty in the paper configuration.
+        feature_info: one level per stride: the stem output(s), then the last cell at each stride that the
+            classifier path computes.
     """
 
     def __init__(
@@ -155,68 +117,73 @@ class DDartsNet(nn.Module):
             drop_path_rate: float = 0.0,
             global_pool: str = 'avg',
             stem_multiplier: int = 3,
-            prune_unused_inputs: bool = False,
+            prune_unused_inputs: bool = True,
     ) -> None:
         super().__init__()
         geno = load_genotype(genotype)
         if layers is not None and layers != geno.num_cells:
             geno = geno.expand(layers)
-        if stem_type not in STEM_TYPES:
+        if stem_type not in STEM_STRIDES:
             raise ValueError(f'stem_type must be one of {STEM_TYPES}, got {stem_type!r}')
         if init_channels < 2 or init_channels % 2:
             raise ValueError(f'init_channels must be an even integer >= 2, got {init_channels}')
         self.genotype = geno
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.init_channels = init_channels
         self.drop_rate = drop_rate
         self.stem_type = stem_type
+        self.prune_unused_inputs = prune_unused_inputs
         self.grad_checkpointing = False
+
         c = init_channels
+        stem = build_stem(stem_type, in_chans, c, stem_multiplier)
+        for name, module in stem.modules.items():
+            self.add_module(name, module)
+        c_pp, c_p, reduction_prev, stride = stem.c_pp, stem.c_p, stem.reduction_prev, STEM_STRIDES[stem_type]
+        # stride -> (module, channels, source); source: -2 the stem's s0 ('stem0'), -1 its s1, i >= 0 cell i
+        levels = {s: (name, c_pp if name == 'stem0' else c_p, -2 if name == 'stem0' else -1)
+                  for name, s in stem.strides.items()}
 
-        self.feature_info: List[Dict[str, Any]] = []
-        if stem_type == 'cifar':
-            c_stem = stem_multiplier * c
-            self.stem = nn.Sequential(*_conv_bn(in_chans, c_stem, 1))
-            c_pp = c_p = c_stem
-            stride, reduction_prev = 1, False
-            stem_out = [('stem', c_stem, 1)]
-        else:
-            second_stride = 1 if stem_type == 'imagenet' else 2
-            self.stem0 = nn.Sequential(
-                *_conv_bn(in_chans, c // 2, 2), nn.ReLU(inplace=True), *_conv_bn(c // 2, c, second_stride))
-            self.stem1 = nn.Sequential(nn.ReLU(inplace=False), *_conv_bn(c, c, 2))
-            c_pp = c_p = c
-            stride, reduction_prev = 2 * second_stride * 2, True
-            stem_out = [('stem0', c, 2 * second_stride), ('stem1', c, stride)]
-
-        cells = []
-        level_last: Dict[int, Tuple[str, int]] = {s: (m, ch) for m, ch, s in stem_out}
-        aux_chs = 0
+        n = geno.num_cells
         last_reduction = max(geno.reductions) if geno.reductions else -1
-        for i in range(geno.num_cells):
+        with_aux = auxiliary and num_classes > 0 and last_reduction >= 0
+        self._reads = [sorted({e.src for e in geno.live_gene(i, warn=False)} & {0, 1}) for i in range(n)]
+        main = _needed_cells(self._reads, [n - 1]) if prune_unused_inputs else [True] * n
+        built = _needed_cells(self._reads, [n - 1] + [last_reduction] * with_aux) \
+            if prune_unused_inputs else main
+        cells: List[nn.Module] = []
+        aux_chs = 0
+        for i in range(n):
             reduction = geno.is_reduction(i)
             if reduction:
                 c *= 2
                 stride *= 2
-            cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate, prune_unused_inputs)
+            if built[i]:
+                cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate,
+                            prune_unused_inputs)
+                cell.aux_only = not main[i]
+            else:
+                cell = PrunedCell(geno.multiplier(i) * c, reduction)
             cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.out_chs
-            level_last[stride] = (f'cells.{i}', cell.out_chs)
+            if main[i]:
+                levels[stride] = (f'cells.{i}', cell.out_chs, i)
             if i == last_reduction:
                 aux_chs = cell.out_chs
         self.cells = nn.ModuleList(cells)
-        for s in sorted(level_last):
-            module, chs = level_last[s]
-            self.feature_info.append(dict(num_chs=chs, reduction=s, module=module))
-        self.aux_index = last_reduction if auxiliary else -1
+        self.feature_info: List[Dict[str, Any]] = [
+            dict(num_chs=ch, reduction=s, module=m) for s, (m, ch, _) in sorted(levels.items())]
+        self._level_sources: List[int] = [src for _, (_, _, src) in sorted(levels.items())]
+        self.aux_index = last_reduction if with_aux else -1
         self._aux_cfg = (aux_chs, 3 if stem_type == 'cifar' else 2)  # (input channels, pool stride)
-        self.aux_head = AuxHead(aux_chs, num_classes, self._aux_cfg[1]) \
-            if auxiliary and num_classes > 0 and last_reduction >= 0 else None
+        self.aux_head = AuxHead(aux_chs, num_classes, self._aux_cfg[1]) if with_aux else None
 
         self.num_features = self.head_hidden_size = c_p
         self.global_pool, self.classifier = create_classifier(c_p, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.pruned_modules: Tuple[str, ...] = self._cell_prefixes_pruned()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -229,6 +196,17 @@ class DDartsNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
+
+    def _cell_prefixes_pruned(self) -> Tuple[str, ...]:
+        out: List[str] = []
+        for i in range(self.genotype.num_cells):
+            cell = self.cells[i] if i < len(self.cells) else None
+            if cell is None or isinstance(cell, PrunedCell):
+                out.append(f'cells.{i}.')
+            else:
+                out += [f'cells.{i}.preprocess{k}.' for k in (0, 1)
+                        if isinstance(getattr(cell, f'preprocess{k}'), nn.Identity)]
+        return tuple(out)
 
     # ------------------------------------------------------------------ timm API
     @torch.jit.ignore
@@ -254,7 +232,8 @@ class DDartsNet(nn.Module):
         self.global_pool, self.classifier = create_classifier(
             self.num_features, num_classes, pool_type=global_pool)
         if self.aux_head is not None:
-            self.aux_head = AuxHead(self._aux_cfg[0], num_classes, self._aux_cfg[1]) if num_classes > 0 else None
+            self.aux_head = AuxHead(self._aux_cfg[0], num_classes, self._aux_cfg[1]) \
+                if num_classes > 0 else None
             if self.aux_head is None:
                 self.aux_index = -1
 
@@ -275,7 +254,9 @@ class DDartsNet(nn.Module):
         s0, s1 = self._stem(x)
         aux_input: Optional[torch.Tensor] = None
         for i, cell in enumerate(self.cells):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
+            if cell.aux_only and not with_aux:
+                out = s1  # only the auxiliary head reads this cell
+            elif self.grad_checkpointing and not torch.jit.is_scripting():
                 out = checkpoint(cell, s0, s1, use_reentrant=False)
             else:
                 out = cell(s0, s1)
@@ -305,3 +286,88 @@ class DDartsNet(nn.Module):
             and self.aux_head is not None else None
         return logits, aux_logits
 
+    # ------------------------------------------------------------------ intermediate features (timm 1.0)
+    def _take_levels(self, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        for i in take:
+            src = self._level_sources[i]
+            if src >= len(self.cells) or (src >= 0 and isinstance(self.cells[src], PrunedCell)):
+                raise ValueError(f'feature level {i} ({self.feature_info[i]["module"]}) was removed by '
+                                 f'prune_intermediate_layers')
+        return take, max_index
+
+    @torch.jit.ignore
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The ``feature_info`` levels ``indices`` (int: the last n, None: all), in that order, and unless
+        ``intermediates_only`` the final features. ``stop_early`` runs no cell past the deepest level taken;
+        ``norm`` changes nothing (there is no final norm)."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = self._take_levels(indices)
+        wanted = {self._level_sources[i] for i in take}
+        s0, s1 = self._stem(x)
+        taps: Dict[int, torch.Tensor] = {-2: s0, -1: s1}
+        last = self._level_sources[max_index] if stop_early else len(self.cells) - 1
+        for i in range(last + 1):
+            cell = self.cells[i]
+            if cell.aux_only:
+                out = s1
+            elif self.grad_checkpointing:
+                out = checkpoint(cell, s0, s1, use_reentrant=False)
+            else:
+                out = cell(s0, s1)
+            s0, s1 = s1, out
+            if i in wanted:
+                taps[i] = out
+        intermediates = [taps[self._level_sources[i]] for i in take]
+        return intermediates if intermediates_only else (s1, intermediates)
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Keep what the ``feature_info`` levels ``indices`` need (timm's API; ``features_only`` calls it).
+
+        Cells after the deepest level taken are removed, and unless ``prune_unused_inputs=False`` so are
+        cells those levels do not read; ``prune_head`` removes the classifier and the auxiliary head.
+        :attr:`pruned_modules` grows accordingly. Returns the absolute level indices.
+        """
+        take, max_index = self._take_levels(indices)
+        last = self._level_sources[max_index]
+        keep_aux = not prune_head and self.aux_head is not None and self.aux_index <= last
+        targets = [self._level_sources[i] for i in take if self._level_sources[i] >= 0]
+        if self.prune_unused_inputs:
+            main = _needed_cells(self._reads[:last + 1], targets)
+            needed = _needed_cells(self._reads[:last + 1], targets + [self.aux_index] * keep_aux)
+        else:
+            main = needed = [True] * (last + 1)
+        cells: List[nn.Module] = []
+        for i in range(last + 1):
+            cell = self.cells[i]
+            if not needed[i] and not isinstance(cell, PrunedCell):
+                cell = PrunedCell(cell.out_chs, cell.reduction)
+            cell.aux_only = needed[i] and not main[i]
+            cells.append(cell)
+        self.cells = nn.ModuleList(cells)
+        head: List[str] = [p for p in self.pruned_modules if not p.startswith('cells.')]
+        if not keep_aux and self.aux_head is not None:
+            head.append('aux_head.')
+            self.aux_head, self.aux_index = None, -1
+        if prune_head:
+            if any(True for _ in self.classifier.parameters()):
+                head.append('classifier.')
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.reset_classifier(0, '')
+        self.pruned_modules = self._cell_prefixes_pruned() + tuple(sorted(set(head)))
+        return take

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .genotype import Genotype, load_genotype
+from .genotype import Genotype
+from .genotypes import load_genotype
 from .ops import DARTOPTI_SPACE
+from .utils.io import atomic_write
 
 __all__ = ['FORMATS', 'OP_LABELS', 'op_color', 'grid_shape', 'cell_graph', 'draw_cell', 'used_ops',
            'plot_genotype', 'plot_distance_matrix']
@@ -212,9 +214,7 @@ def _new_figure(figsize: Tuple[float, float]):
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format=path.suffix.lower()[1:])
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=path.suffix.lower()[1:]))
 
 
 def plot_genotype(genotype: Union[Genotype, PathLike, dict], out: PathLike, *, dpi: int = 150,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .genotype import Genotype, load_genotype
+from .genotype import Genotype
+from .genotypes import load_genotype
 from .ops import DARTOPTI_SPACE
 
 __all__ = ['CellStats', 'GenotypeStats', 'op_params', 'cell_widths', 'genotype_stats', 'format_stats',

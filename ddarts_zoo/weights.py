@@ -1,18 +1,10 @@
-"""Published pretrained weights: one entry per ``model.tag`` whose files exist.
+"""Published pretrained weights: one ``model.tag`` entry per shipped export folder holding ``model.safetensors``.
 
-Each published tag has an export folder shipped with the package, ``ddarts_zoo/weights/<model>.<tag>/``
-(``model.safetensors``, ``config.json``, ``README.md``: what ``ddarts-zoo export`` writes), mirrored on the
-Hugging Face Hub as ``ddarts-zoo/<model>.<tag>``.  A tag is registered with timm only when its folder holds
-``model.safetensors`` (checked at import time).
-
-* :data:`PRETRAINED_TAGS` maps ``'model.tag'`` to the pretrained-cfg overlay timm registers (Hub id and
-  filename, classes, input size, mean / std).
-* :data:`TAG_MODEL_ARGS` maps ``'model.tag'`` to the *architecture* arguments the weights need (e.g. a
-  narrower ``init_channels``).  timm's pretrained cfgs cannot carry model arguments, so the ``ddarts_*``
-  register functions apply them (as defaults: explicit keyword arguments win) whenever the tag is named,
-  e.g. ``timm.create_model('ddarts_dd1_cifar.digits', pretrained=True)``.  ``num_classes`` and ``in_chans``
-  come from the cfg the way timm always does it.  The untagged name (``ddarts_dd1_cifar``) stays the paper's
-  CIFAR configuration, so a tag is never picked implicitly.
+Each folder ``ddarts_zoo/weights/<model>.<tag>/`` is what ``ddarts-zoo export`` writes, mirrored on the Hub as
+``ddarts-zoo/<model>.<tag>``.  :data:`PRETRAINED_TAGS` holds the pretrained-cfg overlays timm registers;
+:data:`TAG_MODEL_ARGS` the architecture arguments the weights need (e.g. a narrower ``init_channels``), which
+the ``ddarts_*`` register functions apply when the tag is named (explicit keyword arguments win), since timm's
+pretrained cfgs cannot carry them.  The untagged name stays the paper configuration.
 """
 from __future__ import annotations
 
@@ -21,8 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .data import dataset_info
 
-__all__ = ['PRETRAINED_TAGS', 'TAG_MODEL_ARGS', 'PUBLISHED', 'WEIGHTS_DIR', 'HUB_ORG', 'published_tags',
-           'tag_model_args', 'local_weights_dir']
+__all__ = ['PRETRAINED_TAGS', 'TAG_MODEL_ARGS', 'PUBLISHED', 'WEIGHTS_DIR', 'WEIGHTS_FILE', 'HUB_ORG',
+           'published_tags', 'tag_model_args', 'local_weights_dir']
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
 HUB_ORG = 'ddarts-zoo'
@@ -46,7 +38,7 @@ def _overlay(name_tag: str, dataset: str) -> Dict[str, Any]:
         hf_hub_id=f'{HUB_ORG}/{name_tag}', hf_hub_filename=WEIGHTS_FILE, num_classes=info.num_classes,
         input_size=(info.in_chans, info.image_size, info.image_size), mean=tuple(info.mean), std=tuple(info.std),
         crop_pct=1.0 if info.image_size <= 64 else 0.875,
-        description=f'trained on {dataset} by ddarts-zoo (search/train.py); see the model card',
+        description=f'trained on {dataset} by ddarts-zoo (`ddarts-zoo train`); see the model card',
     )
 
 

@@ -3,50 +3,72 @@
 Paper: Heuillet et al., "D-DARTS: Distributed Differentiable Architecture Search".
 Genotypes: the authors' release (Apache-2.0), shipped in :mod:`ddarts_zoo.genotypes`.
 
-* CIFAR models (32 px, CIFAR stem, 8 searched cells or the baseline's cell count): ``ddarts_dd{1,2,4,5}_cifar``
-  (``init_channels=36``) and ``ddarts_do{1,2}_{resnet18,resnet50,xception}_cifar`` (``init_channels=64``).
+* CIFAR models (32 px, CIFAR stem, 8 searched cells or the baseline's cell count):
+  ``ddarts_dd{1,2,4,5}_cifar`` (``init_channels=36``) and
+  ``ddarts_do{1,2}_{resnet18,resnet50,xception}_cifar`` (``init_channels=64``).
 * ImageNet models (224 px): ``ddarts_dd4`` (14 cells by Algorithm 1, ``init_channels=48``, DARTS stem) and
   ``ddarts_do2_resnet18`` / ``ddarts_do2_resnet50`` (authors' ImageNet stem, ``init_channels=64``).
-* Any genotype: ``ddarts_genotype_cifar(genotype=...)`` / ``ddarts_genotype(genotype=...)``.
+* Any genotype: ``ddarts_genotype_cifar(genotype=...)`` / ``ddarts_genotype(genotype=...)`` (default: DD-1).
+
+Every model builds only what its outputs read (``DDartsNet(prune_unused_inputs=True)``); pass
+``prune_unused_inputs=False`` for the paper's networks and parameter counts (paper Tables 3-5).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from . import genotypes as shipped
+from .convert import to_model_layout
 from .data import DATASETS
-from .genotype import Genotype, load_genotype
-from .network import DDartsNet
+from .genotype import Genotype
+from .genotypes import load_genotype
+from .network import STEM_STRIDES, DDartsNet
 from .weights import PRETRAINED_TAGS, tag_model_args
 
-__all__ = ['MODEL_SPECS', 'default_cfgs', 'checkpoint_filter_fn']
+__all__ = ['ModelSpec', 'MODEL_SPECS', 'DEFAULT_GENOTYPE', 'default_cfgs', 'checkpoint_filter_fn']
 
 CIFAR10_MEAN, CIFAR10_STD = DATASETS['cifar10'].mean, DATASETS['cifar10'].std
 CIFAR100_MEAN, CIFAR100_STD = DATASETS['cifar100'].mean, DATASETS['cifar100'].std
 PAPER_NAME = 'D-DARTS: Distributed Differentiable Architecture Search'
 
-# model name -> (genotype name, DDartsNet keyword arguments, target dataset)
-MODEL_SPECS: Dict[str, tuple] = {}
+DEFAULT_GENOTYPE = 'dd1'
+"""Genotype of ``ddarts_genotype_cifar`` / ``ddarts_genotype`` when no ``genotype=`` is given (DD-1)."""
+
+
+class ModelSpec(NamedTuple):
+    """The paper configuration of a registered model."""
+    genotype: str  # shipped genotype name
+    model_args: Dict[str, Any]  # DDartsNet keyword arguments
+    dataset: str  # dataset the paper trains it on
+
+
+MODEL_SPECS: Dict[str, ModelSpec] = {}
 for _name in ('dd1', 'dd2', 'dd4', 'dd5'):
-    MODEL_SPECS[f'ddarts_{_name}_cifar'] = (_name, dict(init_channels=36, stem_type='cifar'),
-                                            shipped.get(_name).meta['search_dataset'])
+    MODEL_SPECS[f'ddarts_{_name}_cifar'] = ModelSpec(_name, dict(init_channels=36, stem_type='cifar'),
+                                                     shipped.get(_name).meta['search_dataset'])
 for _tag, _dataset in (('do1', 'cifar10'), ('do2', 'cifar100')):
     for _base in ('resnet18', 'resnet50', 'xception'):
-        MODEL_SPECS[f'ddarts_{_tag}_{_base}_cifar'] = (f'{_tag}_{_base}', dict(init_channels=64, stem_type='cifar'),
-                                                       _dataset)
-MODEL_SPECS['ddarts_dd4'] = ('dd4', dict(init_channels=48, layers=14, stem_type='imagenet_darts'), 'imagenet')
-MODEL_SPECS['ddarts_do2_resnet18'] = ('do2_resnet18', dict(init_channels=64, stem_type='imagenet'), 'imagenet')
-MODEL_SPECS['ddarts_do2_resnet50'] = ('do2_resnet50', dict(init_channels=64, stem_type='imagenet'), 'imagenet')
+        MODEL_SPECS[f'ddarts_{_tag}_{_base}_cifar'] = ModelSpec(
+            f'{_tag}_{_base}', dict(init_channels=64, stem_type='cifar'), _dataset)
+MODEL_SPECS['ddarts_dd4'] = ModelSpec('dd4', dict(init_channels=48, layers=14, stem_type='imagenet_darts'),
+                                      'imagenet')
+MODEL_SPECS['ddarts_do2_resnet18'] = ModelSpec('do2_resnet18', dict(init_channels=64, stem_type='imagenet'),
+                                               'imagenet')
+MODEL_SPECS['ddarts_do2_resnet50'] = ModelSpec('do2_resnet50', dict(init_channels=64, stem_type='imagenet'),
+                                               'imagenet')
 
-_STEM_STRIDE = {'cifar': 1, 'imagenet': 4, 'imagenet_darts': 8}
+
+def _imagenet_stem(geno: Genotype) -> str:
+    """The stem that brings ``geno`` to output stride 32 (or as close as its reductions allow)."""
+    return 'imagenet_darts' if len(geno.reductions) <= 2 else 'imagenet'
 
 
 def _final_stride(geno: Genotype, stem_type: str, layers: Optional[int] = None) -> int:
     num_reductions = len(geno.reductions) if layers is None or layers == geno.num_cells else 2
-    return _STEM_STRIDE[stem_type] * 2 ** num_reductions
+    return STEM_STRIDES[stem_type] * 2 ** num_reductions
 
 
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
@@ -58,14 +80,14 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
 
 
 def _spec_cfg(model_name: str) -> Dict[str, Any]:
-    geno_name, kwargs, dataset = MODEL_SPECS[model_name]
-    stem_type = kwargs['stem_type']
+    spec = MODEL_SPECS[model_name]
+    stem_type = spec.model_args['stem_type']
     size = 224 if stem_type != 'cifar' else 32
-    pool = size // _final_stride(shipped.get(geno_name), stem_type, kwargs.get('layers'))
-    if dataset == 'imagenet':
+    pool = size // _final_stride(shipped.get(spec.genotype), stem_type, spec.model_args.get('layers'))
+    if spec.dataset == 'imagenet':
         return _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=(pool, pool), crop_pct=0.875,
                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='stem0.0')
-    info = DATASETS[dataset]
+    info = DATASETS[spec.dataset]
     return _cfg(num_classes=info.num_classes, pool_size=(pool, pool), mean=info.mean, std=info.std)
 
 
@@ -80,9 +102,14 @@ def _all_cfgs() -> Dict[str, Dict[str, Any]]:
         for name_tag, overlay in tags.items():
             cfgs[name_tag] = dict(base, **overlay)
         cfgs[f'{name}.*' if tags else name] = base
-    cfgs['ddarts_genotype_cifar'] = _cfg(pool_size=None)
-    cfgs['ddarts_genotype'] = _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
-                                   mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='stem0.0')
+    # pool_size holds for the default genotype (DEFAULT_GENOTYPE); other genotypes may end at another stride
+    default = shipped.get(DEFAULT_GENOTYPE)
+    pool = 32 // _final_stride(default, 'cifar')
+    cfgs['ddarts_genotype_cifar'] = _cfg(pool_size=(pool, pool))
+    pool = 224 // _final_stride(default, _imagenet_stem(default))
+    cfgs['ddarts_genotype'] = _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=(pool, pool),
+                                   crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                                   first_conv='stem0.0')
     return cfgs
 
 
@@ -91,41 +118,35 @@ default_cfgs = generate_default_cfgs(_all_cfgs())
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: DDartsNet) -> Dict[str, Any]:
     """Accept timm/ddarts-zoo state dicts, ``{'state_dict': ...}`` wrappers and the authors' checkpoints."""
-    if 'state_dict' in state_dict and isinstance(state_dict['state_dict'], dict):
-        state_dict = state_dict['state_dict']
-    if any('._ops.' in k or '.preprocess0.op.' in k for k in state_dict):
-        from .convert import convert_official_state_dict
-        return convert_official_state_dict(state_dict, model)
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+    return to_model_layout(state_dict, model, source='the pretrained weights')
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    if 'genotype' not in kwargs:
-        raise TypeError(f'{variant}: missing the genotype= argument (a name, a JSON path or a Genotype)')
-    geno = load_genotype(kwargs['genotype'])
+    geno = load_genotype(kwargs.get('genotype', DEFAULT_GENOTYPE))
     kwargs['genotype'] = geno
     if variant == 'ddarts_genotype' and 'stem_type' not in kwargs:
-        kwargs['stem_type'] = 'imagenet_darts' if len(geno.reductions) <= 2 else 'imagenet'
-    num_reductions = 2 if kwargs.get('layers') not in (None, geno.num_cells) else len(geno.reductions)
-    num_levels = (1 if kwargs.get('stem_type', 'cifar') == 'cifar' else 2) + num_reductions
-    feature_cfg: Dict[str, Any] = dict(feature_cls='hook', no_rewrite=True, out_indices=tuple(range(num_levels)))
+        kwargs['stem_type'] = _imagenet_stem(geno)
+    # features_only: timm's getter wrapper over forward_intermediates; every feature_info level by default
+    feature_cfg: Dict[str, Any] = dict(feature_cls='getter', out_indices=None)
     source = None
     if pretrained:  # fail fast and clearly (Hub unreachable, corrupt file) before building anything
-        from .hub import prepare_pretrained
+        from .pretrained import prepare_pretrained
         source = prepare_pretrained(variant, kwargs)
-    from .hub import pretrained_errors
+    from .pretrained import pretrained_errors
     with pretrained_errors(variant, source):
         return build_model_with_cfg(
-            DDartsNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg,
-            **kwargs)
+            DDartsNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=feature_cfg, **kwargs)
 
 
 def _create_spec(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    geno_name, spec_kwargs, _ = MODEL_SPECS[variant]
+    spec = MODEL_SPECS[variant]
     # a published tag (e.g. 'ddarts_dd1_cifar.digits') brings the architecture arguments of its weights;
     # precedence: explicit keyword arguments > the tag's arguments > the paper configuration
-    tag_args = {k: v for k, v in tag_model_args(variant, kwargs.get('pretrained_cfg')).items() if k not in kwargs}
-    model = _create(variant, pretrained, **dict(spec_kwargs, genotype=geno_name, **tag_args, **kwargs))
+    tag_args = {k: v for k, v in tag_model_args(variant, kwargs.get('pretrained_cfg')).items()
+                if k not in kwargs}
+    model = _create(variant, pretrained,
+                    **dict(spec.model_args, genotype=spec.genotype, **tag_args, **kwargs))
     if tag_args:  # recorded so that save_for_hf / export write the arguments that rebuild these weights
         model._model_args = dict(getattr(model, '_model_args', {}), **tag_args)
     return model
@@ -133,7 +154,7 @@ def _create_spec(variant: str, pretrained: bool = False, **kwargs: Any) -> DDart
 
 @register_model
 def ddarts_dd1_cifar(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """DD-1: sparse, searched on CIFAR-10, 8 cells, C=36 (paper: 1.7M params with aux head)."""
+    """DD-1: sparse, searched on CIFAR-10, 8 cells, C=36 (paper Table 3: 1.7M params with aux head)."""
     return _create_spec('ddarts_dd1_cifar', pretrained, **kwargs)
 
 
@@ -157,7 +178,7 @@ def ddarts_dd5_cifar(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
 
 @register_model
 def ddarts_do1_resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """DO-1-ResNet18: DARTOpti from ResNet18 on CIFAR-10, sparse, C=64 (paper: 36.32M params)."""
+    """DO-1-ResNet18: DARTOpti from ResNet18 on CIFAR-10, sparse, C=64 (paper Table 3: 36.32M params)."""
     return _create_spec('ddarts_do1_resnet18_cifar', pretrained, **kwargs)
 
 
@@ -193,30 +214,32 @@ def ddarts_do2_xception_cifar(pretrained: bool = False, **kwargs: Any) -> DDarts
 
 @register_model
 def ddarts_dd4(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """DD-4 on ImageNet: 14 cells by Algorithm 1, C=48, DARTS stem (paper: 7.6M params, 617M MACs)."""
+    """DD-4 on ImageNet: 14 cells by Algorithm 1, C=48, DARTS stem (paper Table 5: 7.6M params, 617M MACs)."""
     return _create_spec('ddarts_dd4', pretrained, **kwargs)
 
 
 @register_model
 def ddarts_do2_resnet18(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """DO-2-ResNet18 on ImageNet: authors' stem, C=64 (paper: 53.4M params)."""
+    """DO-2-ResNet18 on ImageNet: authors' stem, C=64 (paper Table 5: 53.4M params)."""
     return _create_spec('ddarts_do2_resnet18', pretrained, **kwargs)
 
 
 @register_model
 def ddarts_do2_resnet50(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """DO-2-ResNet50 on ImageNet: authors' stem, C=64 (paper: 73.23M params)."""
+    """DO-2-ResNet50 on ImageNet: authors' stem, C=64 (paper Table 5: 73.23M params)."""
     return _create_spec('ddarts_do2_resnet50', pretrained, **kwargs)
 
 
 @register_model
 def ddarts_genotype_cifar(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """Any genotype as a CIFAR-style network: ``genotype=`` a name, a JSON path, a dict or a Genotype."""
+    """Any genotype as a CIFAR-style network: ``genotype=`` a name, a JSON path, a dict or a Genotype
+    (default: :data:`DEFAULT_GENOTYPE`)."""
     kwargs.setdefault('stem_type', 'cifar')
     return _create('ddarts_genotype_cifar', pretrained, **kwargs)
 
 
 @register_model
 def ddarts_genotype(pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    """Any genotype as an ImageNet-style network (stem chosen so that the output stride is 32)."""
+    """Any genotype as an ImageNet-style network (stem chosen so that the output stride is 32; default
+    genotype: :data:`DEFAULT_GENOTYPE`)."""
     return _create('ddarts_genotype', pretrained, **kwargs)

@@ -5,12 +5,17 @@
 
 * :mod:`search.supernet` -- :class:`SuperNet`, :class:`SearchCell`, :class:`MixedOp`, alpha parsing;
 * :mod:`search.losses` -- zero-one loss, marginal contributions (graph-free, cached prefixes), ablation loss;
-* :mod:`search.trainer` -- :class:`SearchConfig`, :class:`Searcher` (checkpoint/resume, DDP, logs);
+* :mod:`search.config` -- :class:`SearchConfig`; :mod:`search.data` -- the weight / architecture splits;
+* :mod:`search.step` -- cell agents, the one-backward architecture step, the weight step;
+  :mod:`search.reference` -- the authors' cost structure (bench and tests only);
+* :mod:`search.searcher` -- :class:`Searcher`, the loop; :mod:`search.checkpoint`, :mod:`search.logs`,
+  :mod:`search.plots` -- what a run writes;
 * :mod:`search.presets` -- ``dd1`` .. ``dd7``, ``do{1,2}-{resnet18,resnet50,xception}``, ``quick``;
 * ``python search/run.py`` -- the command line; ``python search/bench.py`` -- cost benchmark.
 """
 from .supernet import MixedOp, SearchCell, SuperNet, parse_cell, parse_genotype
-from .trainer import SearchConfig, Searcher, SearchResult
+from .config import SearchConfig
+from .searcher import Searcher, SearchResult
 
 __all__ = ['MixedOp', 'SearchCell', 'SuperNet', 'parse_cell', 'parse_genotype', 'SearchConfig', 'Searcher',
            'SearchResult']

@@ -1,24 +1,18 @@
-"""Side-by-side cost of one search step: this implementation vs the authors' cost structure.
+"""One search step of this project next to the authors' own step, at identical settings, in one run.
 
-``python search/bench.py`` times one full search step (architecture update of every cell + weight update)
-of the same supernet (8 cells, C = 16, batch 32, 32 px, 10 classes, 7-op DARTS space) in four configurations:
+``python search/bench.py [--device cpu|cuda] [--amp] [--loss fair ablation]`` times a full search step
+(architecture update of every cell + one weight update) of the same supernet (``--cells``, ``--C``, 3x32x32
+inputs, ``--classes``, 7-op DARTS space, random data) for every requested implementation and loss:
 
-* ``fast`` -- this implementation: one backward pass for all cells (alphas only); marginal contributions
-  under ``no_grad``, rerunning only the cells after the switched-off one from cached inputs, batched;
-* ``reference`` -- the authors' cost structure (without their defects): one ``backward(retain_graph=True)``
-  per cell computing every gradient, marginal contributions from whole forward passes that keep graphs;
+* ``project`` -- this project's step (the one the searcher runs);
+* ``authors`` -- the authors' own code, unchanged, through ``ref_search_bench.py`` (``--authors-tool``) and
+  their repository (``--authors-dir``); on CPU that tool redirects their hard-coded CUDA calls;
+* ``reference`` -- optional: this project's re-implementation of the authors' cost structure.
 
-each with ``--loss fair`` and ``--loss ablation``.  Every configuration runs in a fresh subprocess, with one
-intra-op thread by default.  Wall time and process CPU time are both reported; on CPU the ratios use CPU
-time, which other processes on a shared machine disturb much less than wall time.
-
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory held before the step; on CPU the
-same quantity from the allocator's allocation/free events recorded by ``torch.profiler`` (profile_memory),
-i.e. the peak of live tensor bytes allocated during one step.  The process' peak RSS growth over the
-warm-up and timed steps (before any profiling) is shown for reference; it includes allocator caching.
-On CPU each worker's address space is capped (``--mem-limit-gb``, default 85 % of the available memory) so
-that a configuration that does not fit fails alone, reported as out of memory, instead of waking the
-system's OOM killer.
+Every measurement runs in a fresh subprocess with ``--threads`` intra-op threads.  Seconds per step are the
+mean over ``--steps`` timed steps after warm-up.  Peak memory uses the authors' tool's method for every row:
+on CUDA ``max_memory_allocated`` during one step (minus what was allocated before it), on CPU the process'
+peak RSS.  The speed-up column divides the authors' time by the row's time (same loss, same precision).
 """
 from __future__ import annotations
 
@@ -34,243 +28,212 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+_ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ''):
-    _ROOT = Path(__file__).resolve().parent.parent
     if str(_ROOT) not in sys.path:
         sys.path.insert(0, str(_ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
+from ddarts_zoo.utils.dist import DistContext  # noqa: E402
+from search.config import SearchConfig  # noqa: E402
+from search.losses import LOSSES  # noqa: E402
+from search.reference import build_agents, reference_architecture_gradients  # noqa: E402
+from search.step import SearchSteps  # noqa: E402
 from search.supernet import SuperNet  # noqa: E402
-from search.trainer import architecture_gradients, build_agents  # noqa: E402
 
-CONFIGS = [('fast', 'fair'), ('fast', 'ablation'), ('reference', 'fair'), ('reference', 'ablation')]
-LABEL = {'fast': '(a) this implementation', 'reference': "(b) authors' cost structure"}
-
-
-def _rss_mb() -> float:
-    """Current resident set size (Linux /proc), in MiB."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
-    except OSError:
-        return float('nan')
+IMPLS = ('project', 'authors', 'reference')
+AUTHORS_LOSSES = ('fair', 'ablation')
+"""Losses the authors' tool knows; a gradient-carrying ablation is compared with their ablation step, which
+keeps the ablated passes' graphs as well."""
 
 
-def _profiled_peak_bytes(fn) -> Optional[int]:
-    """Peak of live bytes allocated (and not yet freed) while ``fn`` runs, from profiler memory events."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    try:
-        events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                  if e.name() == '[memory]' and str(e.device_type()).endswith('CPU')]
-    except AttributeError:  # private profiler API changed: fall back to RSS only
-        return None
-    events.sort(key=lambda t: t[0])
-    live = peak = 0
-    for _, n in events:
-        live += n
-        peak = max(peak, live)
-    return peak
+def _default_authors_path(name: str) -> Path:
+    """``.bench/NAME`` inside the repository (a GPU machine's copy) if present, else ``../shared/...``."""
+    local = _ROOT / '.bench' / Path(name).name
+    return local if local.exists() else (_ROOT.parent / 'shared' / name)
 
 
-def _limit_memory(gib: float) -> None:
-    """Cap this worker's address space ``gib`` GiB above its current size: an allocation beyond fails with an
-    error instead of waking the system OOM killer (which might pick another process)."""
-    try:
-        with open('/proc/self/statm') as f:
-            vsz = int(f.read().split()[0]) * os.sysconf('SC_PAGE_SIZE')
-    except OSError:
-        return
-    limit = vsz + int(gib * 2 ** 30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+# ---------------------------------------------------------------------------------------------- project
+def _project_step(impl: str, loss: str, net: SuperNet, args: argparse.Namespace, dev: torch.device):
+    """A closure running one search step (architecture update of every cell, one weight update): the
+    searcher's own :class:`~search.step.SearchSteps`, or its architecture update replaced by the authors'
+    cost structure (``reference``: one backward pass and one Adam per cell)."""
+    cfg = SearchConfig(loss=loss, amp=args.amp, amp_dtype=args.amp_dtype, device=args.device,
+                       cuda_graphs=args.cuda_graphs and impl == 'project', layers=args.cells, channels=args.C)
+    steps = SearchSteps(net, cfg, DistContext(device=dev))
+    agents = build_agents(net) if impl == 'reference' else None
+    counter = iter(range(10 ** 9))
+
+    def step(xa, ya, xw, yw) -> None:
+        k = next(counter)
+        if agents is None:
+            steps.arch_step(xa, ya, 0, k, k)
+        else:
+            res = reference_architecture_gradients(net, xa, ya, loss=loss, generator=steps.mc_gen,
+                                                   autocast=steps.autocast)
+            for agent, g in zip(agents, res.grads):
+                agent.alpha.grad = g
+                agent.optimizer.step()
+                agent.alpha.grad = None
+        steps.weight_step(xw, yw, 0, k, k)
+
+    return step
 
 
-def _mem_available_gib() -> float:
-    try:
-        with open('/proc/meminfo') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    return int(line.split()[1]) / 2 ** 20
-    except OSError:
-        pass
-    return float('inf')
-
-
-def run_one(mode: str, loss: str, channels: int, layers: int, batch: int, size: int, steps: int, warmup: int,
-            device: str, threads: int, seed: int = 0, release_ablated_graphs: bool = False) -> Dict[str, Any]:
-    """Time ``steps`` search steps after ``warmup`` ones; measure one more step's peak memory."""
-    torch.set_num_threads(threads)
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    net = SuperNet(10, in_chans=3, channels=channels, layers=layers).to(dev)
-    agents = build_agents(net)
-    w_params = net.weight_parameters()
-    w_opt = torch.optim.SGD(w_params, lr=0.005, momentum=0.9, weight_decay=3e-4)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    data = torch.Generator().manual_seed(seed + 1)
-
-    def batch_pair():
-        x = torch.randn(batch, 3, size, size, generator=data).to(dev)
-        y = torch.randint(0, 10, (batch,), generator=data).to(dev)
-        return x, y
-
-    def step() -> None:
-        xa, ya = batch_pair()
-        xw, yw = batch_pair()
-        res = architecture_gradients(net, xa, ya, loss=loss, generator=gen, mode=mode,
-                                     retain_ablated_graphs=not release_ablated_graphs)
-        for agent, g in zip(agents, res.grads):
-            agent.alpha.grad = g
-            agent.optimizer.step()
-            agent.alpha.grad = None
-        for p in w_params:
-            p.grad = None
-        F.cross_entropy(net(xw, net.mixing_weights(detach=True)), yw).backward()
-        torch.nn.utils.clip_grad_norm_(w_params, 5.0)
-        w_opt.step()
+def run_project(impl: str, loss: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Time this project's step (or its reference cost structure) in this process."""
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    net = SuperNet(args.classes, in_chans=3, channels=args.C, layers=args.cells).to(dev)
+    step = _project_step(impl, loss, net, args, dev)
+    data = torch.Generator().manual_seed(1)
+    batches = [tuple(t.to(dev) for t in (torch.randn(args.batch, 3, 32, 32, generator=data),
+                                         torch.randint(0, args.classes, (args.batch,), generator=data)))
+               for _ in range(2)]
+    (xa, ya), (xw, yw) = batches
 
     def sync() -> None:
         if dev.type == 'cuda':
             torch.cuda.synchronize(dev)
 
-    rss0 = _rss_mb()
-    for _ in range(warmup):
-        step()
+    for _ in range(max(args.warmup, 3) if args.cuda_graphs else args.warmup):   # graphs: 2 eager calls, capture
+        step(xa, ya, xw, yw)
     times, cpu_times = [], []
-    for _ in range(steps):
+    for _ in range(args.steps):
         sync()
         t0, c0 = time.perf_counter(), time.process_time()
-        step()
+        step(xa, ya, xw, yw)
         sync()
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-    out: Dict[str, Any] = {'mode': mode, 'loss': loss, 'released_graphs': release_ablated_graphs,
-                           'seconds_per_step': statistics.median(times),
-                           'cpu_seconds_per_step': statistics.median(cpu_times), 'times': times,
-                           'cpu_times': cpu_times, 'device': str(dev), 'threads': threads,
-                           'rss_growth_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0}
-    if dev.type == 'cuda':
+    extra: Dict[str, Any] = {}
+    if dev.type == 'cuda':   # a graph's private pool is allocated before the step: see also the run's totals
+        extra = {'run_peak_allocated_mib': torch.cuda.max_memory_allocated(dev) / 2 ** 20,
+                 'reserved_mib': torch.cuda.memory_reserved(dev) / 2 ** 20}
         base = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-        step()
+        step(xa, ya, xw, yw)
         sync()
-        out['peak_mb'] = (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
-        out['peak_method'] = 'torch.cuda.max_memory_allocated'
+        peak = (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
     else:
-        peak = _profiled_peak_bytes(step)
-        out['peak_mb'] = None if peak is None else peak / 2 ** 20
-        out['peak_method'] = 'torch.profiler memory events'
-    return out
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {'impl': impl, 'loss': loss, 's_per_step': statistics.mean(times),
+            's_per_step_median': statistics.median(times), 'cpu_s_per_step': statistics.mean(cpu_times),
+            'times': times, 'peak_mib': peak, **extra}
 
 
-def _fmt(v: Optional[float], spec: str = '.1f') -> str:
+# ---------------------------------------------------------------------------------------------- drivers
+def _authors_cmd(loss: str, args: argparse.Namespace) -> List[str]:
+    for label, path in (('--authors-tool', args.authors_tool), ('--authors-dir', args.authors_dir)):
+        if not Path(path).exists():
+            raise SystemExit(f'{label} {path}: not found (copy ../shared/tools and '
+                             f'../shared/reference/authors-code into .bench/, or pass --impl project)')
+    cmd = [sys.executable, str(args.authors_tool), str(Path(args.authors_dir).resolve()), '--device', args.device,
+           '--loss', loss if loss in AUTHORS_LOSSES else 'ablation', '--batch', str(args.batch), '--C', str(args.C),
+           '--cells', str(args.cells), '--classes', str(args.classes), '--steps', str(args.steps),
+           '--threads', str(args.threads)]
+    return cmd + (['--amp'] if args.amp else [])
+
+
+def _worker_cmd(impl: str, loss: str, args: argparse.Namespace) -> List[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', impl, loss]
+    for k in ('device', 'amp_dtype', 'batch', 'C', 'cells', 'classes', 'steps', 'warmup', 'threads'):
+        cmd += [f'--{k.replace("_", "-")}', str(getattr(args, k))]
+    return cmd + (['--amp'] if args.amp else []) + (['--cuda-graphs'] if args.cuda_graphs else [])
+
+
+def measure(impl: str, loss: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Run one (implementation, loss) measurement in a fresh process; its JSON line, or an error record."""
+    cmd = _authors_cmd(loss, args) if impl == 'authors' else _worker_cmd(impl, loss, args)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(_ROOT))
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ['no output']
+        print(f'{impl} {loss}: failed (exit {proc.returncode}): {tail[0][:300]}', file=sys.stderr, flush=True)
+        return {'impl': impl, 'loss': loss, 'error': proc.stderr[-2000:], 's_per_step': None, 'peak_mib': None}
+    res = json.loads(lines[-1])
+    res.update(impl=impl, loss=loss, worker_s=round(time.time() - t0, 1))
+    if impl == 'authors':
+        res['amp_applied'] = bool(args.amp and args.device.startswith('cuda'))  # their autocast is CUDA-only
+    print(f'{impl:9s} {loss:13s} {res["s_per_step"]:8.3f} s/step  peak {res["peak_mib"]:9.1f} MiB  '
+          f'({res["worker_s"]:.0f} s)', file=sys.stderr, flush=True)
+    return res
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
     return '-' if v is None else format(v, spec)
 
 
-def table(results: List[Dict[str, Any]], args: argparse.Namespace) -> str:
-    by = {(r['mode'], r['loss']): r for r in results}
-    lines = [f'Search step, {args.layers} cells, C={args.channels}, batch {args.batch}, {args.size} px, '
-             f'device {results[0]["device"]}, {results[0]["threads"]} thread(s), median of {args.steps} steps',
-             '', '| implementation | loss | s / step (wall) | CPU s / step | peak tensor memory (MiB) | '
-                 'peak RSS growth (MiB) |',
-             '|---|---|---:|---:|---:|---:|']
-    for mode, loss in CONFIGS:
-        r = by.get((mode, loss))
-        if r and r.get('oom'):
-            lines.append(f'| {LABEL[mode]} | {loss} | out of memory | - | > {args.mem_limit_gb:g} GiB | - |')
-        elif r:
-            note = ' (ablated graphs released: peak not representative)' if r.get('released_graphs') and \
-                mode == 'reference' and loss == 'ablation' else ''
-            lines.append(f'| {LABEL[mode]}{note} | {loss} | {r["seconds_per_step"]:.2f} | '
-                         f'{_fmt(r.get("cpu_seconds_per_step"), ".2f")} | {_fmt(r["peak_mb"])} | '
-                         f'{_fmt(r["rss_growth_mb"])} |')
-    lines.append('')
-    ok = {k: v for k, v in by.items() if not v.get('oom')}
-    fa, aa = ok.get(('fast', 'ablation')), ok.get(('fast', 'fair'))
-    ra, rf = ok.get(('reference', 'ablation')), ok.get(('reference', 'fair'))
-    key = 'cpu_seconds_per_step' if results[0]['device'] == 'cpu' else 'seconds_per_step'
-    what = 'CPU time (robust to other load on the machine)' if key.startswith('cpu') else 'wall time'
-    if fa and ra:
-        lines.append(f'- speed-up, ablation: (b) / (a) = {ra[key] / fa[key]:.2f}x in {what} '
-                     f'(wall: {ra["seconds_per_step"] / fa["seconds_per_step"]:.2f}x; target >= 3x)')
-    if aa and rf:
-        lines.append(f'- speed-up, fair: (b) / (a) = {rf[key] / aa[key]:.2f}x in {what} '
-                     f'(wall: {rf["seconds_per_step"] / aa["seconds_per_step"]:.2f}x)')
-    if fa and aa and fa['peak_mb'] and aa['peak_mb']:
-        lines.append(f'- memory, (a) ablation / (a) fair = {fa["peak_mb"] / aa["peak_mb"]:.3f}x (target <= 1.15x)')
-    if fa and ra and fa['peak_mb'] and ra['peak_mb'] and not ra.get('released_graphs'):
-        lines.append(f'- memory, (b) ablation / (a) ablation = {ra["peak_mb"] / fa["peak_mb"]:.2f}x')
-    lines.append(f'- peak memory method: {results[0]["peak_method"]}')
+def table(results: List[Dict[str, Any]], args: argparse.Namespace, device_name: str) -> str:
+    """Markdown table: s/step, peak memory and the authors' time / the row's time, per loss."""
+    authors = {r['loss']: r for r in results if r['impl'] == 'authors' and r.get('s_per_step')}
+    mem = 'peak GPU memory (max_memory_allocated)' if args.device.startswith('cuda') else 'peak RSS'
+    prec = (f'AMP {args.amp_dtype}' if args.amp else 'fp32') + (' (this project: CUDA graphs)' if args.cuda_graphs else '')
+    lines = [f'Search step on {device_name}, {args.threads} thread(s): {args.cells} cells, C={args.C}, batch '
+             f'{args.batch}, {args.classes} classes, 3x32x32, {prec}; mean of {args.steps} steps', '',
+             f'| implementation | loss | s / step | {mem} (MiB) | authors / this (time) |', '|---|---|---:|---:|---:|']
+    for r in results:
+        ref = authors.get(r['loss'] if r['loss'] in AUTHORS_LOSSES else 'ablation')
+        ratio = ref['s_per_step'] / r['s_per_step'] if ref and r.get('s_per_step') else None
+        name = {'project': 'this project', 'authors': "authors' code", 'reference': "this project, authors' "
+                'cost structure'}[r['impl']]
+        if r['impl'] == 'authors' and args.amp and not r.get('amp_applied'):
+            name += ' (fp32: their AMP is CUDA-only)'
+        if r.get('error'):
+            lines.append(f'| {name} | {r["loss"]} | failed | - | - |')
+            continue
+        lines.append(f'| {name} | {r["loss"]} | {r["s_per_step"]:.3f} | {_fmt(r["peak_mib"], ".0f")} | '
+                     f'{_fmt(ratio, ".2f")}{"x" if ratio else ""} |')
     return '\n'.join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python search/bench.py', description=__doc__.split('\n\n')[0])
-    p.add_argument('--channels', type=int, default=16)
-    p.add_argument('--layers', type=int, default=8)
-    p.add_argument('--batch', type=int, default=32)
-    p.add_argument('--size', type=int, default=32)
-    p.add_argument('--steps', type=int, default=3, help='timed steps per configuration (median reported)')
-    p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--threads', type=int, default=1, help='intra-op CPU threads')
-    p.add_argument('--only', choices=[f'{m}-{l}' for m, l in CONFIGS], action='append',
-                   help='run only these configurations')
-    p.add_argument('--json', help='also write the raw measurements here')
-    p.add_argument('--mem-limit-gb', type=float, default=None,
-                   help='CPU: address-space cap per worker above its start size (default: 85%% of MemAvailable)')
-    p.add_argument('--release-ablated-graphs', action='store_true',
-                   help="reference mode: free each ablated pass's graph at once (same work, lower peak: times "
-                        "(b) where its memory does not fit; its peak memory is then not the authors')")
-    p.add_argument('--worker', nargs=2, metavar=('MODE', 'LOSS'), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    common = dict(channels=args.channels, layers=args.layers, batch=args.batch, size=args.size, steps=args.steps,
-                  warmup=args.warmup, device=args.device, threads=args.threads)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--amp', action='store_true', help='mixed precision (the authors: CUDA fp16 autocast only)')
+    p.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
+                   help='this project\'s AMP dtype (default: float16 on CUDA, bfloat16 on CPU)')
+    p.add_argument('--cuda-graphs', action='store_true', help="this project's step replayed as CUDA graphs")
+    p.add_argument('--loss', nargs='+', choices=list(LOSSES), default=['fair', 'ablation'])
+    p.add_argument('--impl', nargs='+', choices=IMPLS, default=['project', 'authors'])
+    p.add_argument('--batch', type=int, default=None, help='default: 72 on CUDA, 16 on CPU (issue #10 settings)')
+    p.add_argument('--C', type=int, default=16, help='initial width')
+    p.add_argument('--cells', type=int, default=8)
+    p.add_argument('--classes', type=int, default=None, help='default: 100 on CUDA, 10 on CPU')
+    p.add_argument('--steps', type=int, default=3, help='timed steps per measurement')
+    p.add_argument('--warmup', type=int, default=1, help="this project's warm-up steps (the authors' tool: 2)")
+    p.add_argument('--threads', type=int, default=1, help='intra-op CPU threads of every measurement')
+    p.add_argument('--authors-dir', type=Path, default=_default_authors_path('reference/authors-code'))
+    p.add_argument('--authors-tool', type=Path, default=_default_authors_path('tools/ref_search_bench.py'))
+    p.add_argument('--json', type=Path, help='also write the settings and measurements here')
+    p.add_argument('--worker', nargs=2, metavar=('IMPL', 'LOSS'), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    cuda = args.device.startswith('cuda')
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit(f'--device {args.device}: CUDA is not available on this machine')
+    args.amp_dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
+    args.batch = args.batch or (72 if cuda else 16)
+    args.classes = args.classes or (100 if cuda else 10)
     if args.worker:
-        if args.mem_limit_gb and args.device == 'cpu':
-            _limit_memory(args.mem_limit_gb)
-        try:
-            res = run_one(args.worker[0], args.worker[1], release_ablated_graphs=args.release_ablated_graphs,
-                          **common)
-        except (MemoryError, RuntimeError) as err:
-            if not isinstance(err, MemoryError) and 'memory' not in str(err).lower():
-                raise
-            res = {'mode': args.worker[0], 'loss': args.worker[1], 'oom': True, 'error': str(err)[:200],
-                   'device': args.device, 'threads': args.threads, 'seconds_per_step': None, 'peak_mb': None,
-                   'rss_growth_mb': None, 'peak_method': 'torch.profiler memory events'}
-        print(json.dumps(res))
+        print(json.dumps(run_project(args.worker[0], args.worker[1], args)))
         return 0
-    if args.mem_limit_gb is None:
-        args.mem_limit_gb = round(0.85 * _mem_available_gib(), 1)
-    results = []
-    selected = [tuple(s.split('-', 1)) for s in args.only] if args.only else CONFIGS
-    for mode, loss in selected:
-        cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', mode, loss]
-        for k in ('channels', 'layers', 'batch', 'size', 'steps', 'warmup', 'device', 'threads', 'mem_limit_gb'):
-            cmd += [f'--{k.replace("_", "-")}', str(getattr(args, k))]
-        if args.release_ablated_graphs:
-            cmd.append('--release-ablated-graphs')
-        t0 = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f'benchmark worker {mode}/{loss} failed (exit {proc.returncode})')
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(res)
-        if res.get('oom'):
-            print(f'{mode:9s} {loss:8s} out of memory under the {args.mem_limit_gb} GiB cap '
-                  f'(worker {time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
-            continue
-        print(f'{mode:9s} {loss:8s} {res["seconds_per_step"]:7.2f} s/step  peak {_fmt(res["peak_mb"])} MiB  '
-              f'(worker {time.time() - t0:.0f} s)', file=sys.stderr, flush=True)
-    text = table(results, args)
-    print(text)
+    device_name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else f'CPU ({os.cpu_count()} cores)'
+    results = [measure(impl, loss, args) for loss in args.loss for impl in args.impl]
+    print(table(results, args, device_name))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + '\n')
-    return 0
+        from ddarts_zoo.utils.io import atomic_write
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != 'worker'}
+        record = {'device_name': device_name, 'torch': torch.__version__, 'settings': settings, 'results': results}
+        atomic_write(args.json, json.dumps(record, indent=1) + '\n')
+    return 0 if all(not r.get('error') for r in results) else 1
 
 
 if __name__ == '__main__':

@@ -1,33 +1,30 @@
-"""Search losses of D-DARTS (paper Sec. 3-4.2, SPEC section 5).
+"""Search losses of D-DARTS (paper Sec. 3, Eq. 4-5; Sec. 4.2, Eq. 7-9).
 
 For cell ``i`` on an architecture batch (logits from the whole supernet)::
 
-    L_i = L_CE + w01 * L01_i + w_abl * L_abl_i
-    L01_i   = -mean((sigmoid(alpha_i) - 0.5) ** 2)                     (zero-one loss, FairDARTS)
-    mc_i    = L_CE(full supernet) - L_CE(cell i mixing with fresh uniform(0, 1) weights)
-    L_abl_i = -(mc_i - mean(mc)) / mean(mc)                            (0 when mean(mc) == 0)
+    L_i = L_CE + w01 * L01_i + w_abl * L_abl_i                         (Eq. 9)
+    L01_i   = -mean((sigmoid(alpha_i) - 0.5) ** 2)                     (zero-one loss, Eq. 4)
+    mc_i    = L_CE(full supernet) - L_CE(cell i mixing with fresh uniform(0, 1) weights)     (Eq. 7)
+    L_abl_i = -(mc_i - mean(mc)) / mean(mc)                            (Eq. 8; 0 when mean(mc) == 0)
 
-and cell ``i``'s optimizer steps on ``dL_i / d alpha_i`` only.  Because ``L01_j`` does not depend on
-``alpha_i`` (j != i), one backward pass of ``L_CE + sum_i (w01 * L01_i + w_abl * L_abl_i)`` yields every
-``dL_i / d alpha_i`` at once (:func:`architecture_objective`); ``search/trainer.py`` uses that and
-``tests/test_search_equivalence.py`` checks it against per-cell backward passes.
+and cell ``i``'s optimizer steps on ``dL_i / d alpha_i`` only (a group of DARTOpti cells sharing one alpha
+is one agent whose ablation term is the mean of its cells' ``L_abl_i``).  Two readings of the ablation term:
 
-**The marginal contributions are numbers, not graphs** (as in the authors' code): ``mc`` is computed under
-``torch.no_grad()``, so ``L_abl`` shifts the value of ``L_i`` but contributes *no gradient*.  With the
-default ``--loss ablation`` the alpha trajectory is therefore the same as with ``--loss fair`` (the search
-draws the random mixing weights from its own generator and freezes BN statistics during the ablated passes,
-so not even a side effect differs); what the ablation loss adds is the per-cell marginal contribution,
-logged every step.  (A gradient-carrying variant would have to keep the graph of every ablated pass,
-which is exactly the memory cost the paper reports in Sec. 5.3; it is not provided.)
-
-Marginal contributions are cheap here: the full pass records every cell's inputs ``(s0, s1)``, and
-switching cell ``i`` off only reruns cells ``i ..`` from those cached inputs (:func:`marginal_contributions`).
-:func:`marginal_contributions_full` recomputes whole passes instead (the reference it is tested against).
+* ``--loss ablation`` (the authors' code, kept for reproduction): ``mc`` is a plain number computed under
+  ``torch.no_grad()``, so ``L_abl`` shifts the value of ``L_i`` but adds **no gradient**; seeded, the alphas
+  follow ``--loss fair`` exactly (the random mixing weights come from the search's own generator and BN
+  statistics are frozen during the ablated passes).  Then one backward pass of
+  ``L_CE + sum_i (w01 * L01_i + w_abl * L_abl_i)`` yields every ``dL_i / d alpha_i`` at once
+  (:func:`architecture_objective`).  The full pass records every cell's inputs, and switching cell ``i``
+  off only reruns cells ``i ..`` from them (:func:`marginal_contributions`).
+* ``--loss ablation-grad``: ``mc`` keeps its graph and cell ``i`` also receives ``w_abl dL_abl_i / d alpha_i``
+  (:func:`ablation_gradients`; ``L_abl_i`` depends on ``alpha_i`` through every ``mc_j``).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+import math
+from typing import Callable, ContextManager, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,11 +32,14 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
-    'LOSSES', 'upcast', 'zero_one_loss', 'ablation_losses', 'random_mixing_weights', 'frozen_bn_stats',
+    'LOSSES', 'MC_LOSSES', 'upcast', 'zero_one_loss', 'ablation_losses', 'random_mixing_weights', 'frozen_bn_stats',
     'marginal_contributions', 'marginal_contributions_full', 'architecture_objective', 'alpha_entropy',
+    'AblationGradients', 'ablation_gradients',
 ]
 
-LOSSES = ('fair', 'ablation')
+LOSSES = ('fair', 'ablation', 'ablation-grad')
+MC_LOSSES = ('ablation', 'ablation-grad')
+"""The losses that compute (and log) the marginal contributions."""
 MC_BATCH_MAX_ELEMENTS = 2 ** 18
 """Largest stem activation (elements) for which the marginal-contribution reruns are batched by default."""
 
@@ -52,9 +52,8 @@ def zero_one_loss(alpha: torch.Tensor) -> torch.Tensor:
 def ablation_losses(mc: torch.Tensor) -> torch.Tensor:
     """``L_abl_i = -(mc_i - mean(mc)) / mean(mc)`` for every cell (all zeros when ``mean(mc) == 0``)."""
     mean = mc.mean()
-    if mean == 0:
-        return torch.zeros_like(mc)
-    return -(mc - mean) / mean
+    zero = mean == 0   # a device flag, not a branch: no host sync (CUDA graphs can capture it)
+    return torch.where(zero, torch.zeros_like(mc), -(mc - mean) / torch.where(zero, torch.ones_like(mean), mean))
 
 
 def alpha_entropy(alpha: torch.Tensor) -> torch.Tensor:
@@ -212,3 +211,114 @@ def architecture_objective(ce: torch.Tensor, alphas: Sequence[torch.Tensor], w01
         total = total + w_abl * abl.detach().to(ce.dtype).sum()
     return total
 
+
+
+class AblationGradients(NamedTuple):
+    """Result of :func:`ablation_gradients` (gradients are not applied)."""
+
+    grads: List[Optional[torch.Tensor]]   # dL_g / d alpha_g per alpha group, scaled (None: CE not finite)
+    ce: torch.Tensor                      # L_CE of the full pass (detached)
+    logits: torch.Tensor                  # logits of the full pass (detached)
+    mc: torch.Tensor                      # marginal contribution per cell (float64, after mc_reduce)
+
+
+def _add(acc: Dict[int, torch.Tensor], key: int, grad: Optional[torch.Tensor]) -> None:
+    if grad is not None:
+        grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
+        acc[key] = grad if key not in acc else acc[key] + grad
+
+
+def _push(states: Sequence[torch.Tensor], acc: Dict[int, torch.Tensor], inputs: Sequence[torch.Tensor],
+          retain_graph: bool) -> List[torch.Tensor]:
+    """Gradients w.r.t. ``inputs`` of ``sum_k <acc[k], states[k]>`` through the full pass's graph (zeros if unused)."""
+    merged: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+    for k, g in acc.items():   # the CIFAR stem feeds one tensor as states[0] and states[1]
+        t = states[k]
+        merged[id(t)] = (t, g if id(t) not in merged else merged[id(t)][1] + g)
+    outs = [t for t, _ in merged.values()]
+    grads = torch.autograd.grad(outs, list(inputs), [g.to(t.dtype) for t, g in merged.values()],
+                                retain_graph=retain_graph, allow_unused=True) if outs else [None] * len(inputs)
+    return [torch.zeros_like(a) if g is None else g for a, g in zip(inputs, grads)]
+
+
+def ablation_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor, random_weights: Sequence[torch.Tensor],
+                       *, w01: float, w_abl: float, autocast: Optional[Callable[[], ContextManager]] = None,
+                       scale: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                       mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AblationGradients:
+    """``dL_g / d alpha_g`` for every alpha group with the ablation term differentiated (``--loss ablation-grad``).
+
+    Exact, never more than one ablated graph alive: a no-grad full pass records the cell inputs; each rerun
+    from them (cell ``j`` off, BN statistics frozen) starts from leaves and is backpropagated at once,
+    unweighted, into per-alpha and per-state accumulators; once the (reduced) ``mc`` fixes the coefficients
+    of ``L_abl``, a recomputed full pass carries ``L_CE`` and the accumulated state gradients back to the
+    alphas of the earlier cells.  The agent-specific coefficients are applied to these sums per group.
+    ``scale`` multiplies every backpropagated loss (a ``GradScaler``'s ``scale``); ``mc_reduce`` averages
+    ``mc`` across ranks before the coefficients are taken (a collective: called on every rank).
+    """
+    autocast = autocast or contextlib.nullcontext
+    scale = scale or (lambda t: t)
+    alphas = list(net.arch_parameters())
+    n, pos = net.layers, {id(a): k for k, a in enumerate(alphas)}
+    group_of = [pos[id(net.alpha_of_cell(i))] for i in range(n)]
+    states: List[torch.Tensor] = []
+    with torch.no_grad(), autocast():
+        logits = net(x, net.mixing_weights(), states=states)
+    ce = _ce(logits, y).detach()
+    mc = torch.full((n,), float('nan'), dtype=torch.float64, device=ce.device)
+    finite = bool(torch.isfinite(ce))
+    # E_j = L_CE(cell j off); we need, per group g: sum_j dE_j/d alpha_g and sum_{j in g} dE_j/d alpha_g
+    direct_all = [torch.zeros_like(a) for a in alphas]
+    direct_own = [torch.zeros_like(a) for a in alphas]
+    acc_all: Dict[int, torch.Tensor] = {}                                   # state index -> sum_j dE_j/d state
+    acc_own: Dict[int, Dict[int, torch.Tensor]] = {k: {} for k in set(group_of)}   # same, reruns of group g only
+    if finite:
+        with frozen_bn_stats(net):
+            for j in range(n):
+                s0, s1 = states[j].detach().requires_grad_(), states[j + 1].detach().requires_grad_()
+                weights = net.mixing_weights()
+                weights[j] = random_weights[j]
+                with autocast():
+                    off = _ce(net.forward_from(j, s0, s1, weights), y)
+                mc[j] = ce.double() - off.detach().double()
+                g_s0, g_s1, *g_alpha = torch.autograd.grad(scale(off), [s0, s1, *alphas], allow_unused=True)
+                own = group_of[j]
+                for k, g in enumerate(g_alpha):
+                    if g is not None:
+                        direct_all[k] += g
+                        if k == own:
+                            direct_own[k] += g
+                for idx, g in ((j, g_s0), (j + 1, g_s1)):
+                    _add(acc_all, idx, g)
+                    if group_of.index(own) < j:   # only then can these states depend on alpha_own
+                        _add(acc_own[own], idx, g)
+                del off, g_s0, g_s1, g_alpha, weights
+    del states
+    if mc_reduce is not None:   # a collective: every rank calls it, finite or not
+        mc = mc_reduce(mc)
+    if not finite:
+        return AblationGradients([None] * len(alphas), ce, logits, mc)
+
+    full_states: List[torch.Tensor] = []
+    with frozen_bn_stats(net), autocast():   # the same pass again, now with its graph
+        ce_graph = _ce(net(x, net.mixing_weights(), states=full_states), y)
+    m = float(mc.mean())
+    active = bool(w_abl) and m != 0.0 and math.isfinite(m)
+    g_ce = torch.autograd.grad(scale(ce_graph), alphas, retain_graph=active)
+    l01 = torch.autograd.grad(scale(w01 * sum(zero_one_loss(a) for a in alphas)), alphas) if w01 else None
+    grads = [g_ce[k] + (l01[k] if l01 else 0) for k in range(len(alphas))]
+    if not active:
+        return AblationGradients(grads, ce, logits, mc)
+    own_groups = [k for k in acc_own if acc_own[k]]
+    p_all = _push(full_states, acc_all, alphas, retain_graph=bool(own_groups))
+    for k in range(len(alphas)):
+        cells = [i for i in range(n) if group_of[i] == k]
+        mc_g = float(mc[cells].mean())
+        c_total = w_abl * (mc_g - m) / m ** 2             # sum_j d(w_abl mean_{i in g} L_abl_i) / d mc_j
+        c_all = w_abl * mc_g / (n * m ** 2)               # the part of that coefficient common to every j
+        c_own = w_abl / (len(cells) * m)                  # ... minus this one for j in g
+        p_own = direct_own[k]
+        if k in own_groups:
+            p_own = p_own + _push(full_states, acc_own[k], [alphas[k]], retain_graph=k != own_groups[-1])[0]
+        # d mc_j = d L_CE(full) - d E_j
+        grads[k] = grads[k] + c_total * g_ce[k] - c_all * (direct_all[k] + p_all[k]) + c_own * p_own
+    return AblationGradients(grads, ce, logits, mc)

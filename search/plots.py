@@ -1,4 +1,5 @@
-"""End-of-run plots of a search (matplotlib, Agg backend: no display needed).
+"""End-of-run plots of a search (matplotlib ``Figure`` objects rendered by Agg; pyplot's global state and
+backend are left alone).
 
 * ``alphas.png``: ``sigmoid(alpha)`` heatmap of every cell (rows: edges ``to<-src``, columns: ops);
 * ``marginal_contributions.png``: each cell's mean marginal contribution per epoch (``--loss ablation``);
@@ -10,39 +11,38 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from ddarts_zoo.genotype import edge_pairs
+from ddarts_zoo.utils.io import atomic_write
 
 __all__ = ['plot_run', 'plot_alphas', 'plot_series']
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use('Agg', force=True)
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(figsize: Tuple[float, float], **kw: Any) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, **kw)
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def _save(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
-    fig.savefig(tmp, dpi=110, bbox_inches='tight')
-    os.replace(tmp, path)
+def _save(fig: Any, path: Path) -> str:
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110, bbox_inches='tight'))
     return str(path)
 
 
 def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], steps: int, reductions: Sequence[int],
                 path: Path, threshold: float = 0.85) -> str:
     """One heatmap of ``sigmoid(alpha)`` per cell; cells of a shared group show the same matrix."""
-    from .supernet import edge_pairs
-    plt = _plt()
     n = len(cell_weights)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     labels = [f'{to}<-{src}' for to, src in edge_pairs(steps)]
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 0.28 * len(labels) * rows + 2.2 * rows),
-                             squeeze=False, constrained_layout=True)
+    fig = _figure((3.2 * cols + 1, 0.28 * len(labels) * rows + 2.2 * rows), layout='constrained')
+    axes = fig.subplots(rows, cols, squeeze=False)
     im = None
     for i in range(rows * cols):
         ax = axes[i // cols][i % cols]
@@ -59,15 +59,14 @@ def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], ste
         ax.set_yticklabels(labels, fontsize=5)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label=f'sigmoid(alpha)  (red: >= {threshold})')
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_series(epochs: Sequence[int], series: Dict[str, Sequence[float]], ylabel: str, title: str,
                 path: Path) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    """One line per series against the epochs (``None`` values are gaps)."""
+    fig = _figure((6.5, 4))
+    ax = fig.subplots()
     for label, ys in series.items():
         pts = [(e, y) for e, y in zip(epochs, ys) if y is not None]
         if pts:
@@ -80,9 +79,7 @@ def plot_series(epochs: Sequence[int], series: Dict[str, Sequence[float]], ylabe
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=7, ncol=2)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def plot_run(run_dir: 'str | os.PathLike', history: List[Dict[str, Any]], net: Any) -> List[str]:

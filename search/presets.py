@@ -1,11 +1,11 @@
 """Named search configurations: the paper's models and the quick default.
 
-Every preset starts from :class:`search.trainer.SearchConfig`'s defaults, which are the paper's search
-hyperparameters (SPEC section 5: SGD 0.005 -> 0.001, momentum 0.9, wd 3e-4, clip 5; per-cell Adam 3e-3,
-betas (0.9, 0.999), wd 1e-3, cosine to 1e-3; ``w01 = 7``, ``w_abl = 0.5`` (Sec. 5.2.1); threshold 0.85
-(Sec. 5.1); 8 cells, 4 steps, 50 epochs).  Command-line flags given explicitly override preset values.
+Every preset starts from :class:`search.config.SearchConfig`'s defaults, which are the paper's search
+hyperparameters (Sec. 5.1: SGD 0.005 -> 0.001, momentum 0.9, wd 3e-4, clip 5; per-cell Adam 3e-3, betas
+(0.9, 0.999), wd 1e-3, cosine to 1e-3; threshold 0.85; 8 cells, 4 steps, 50 epochs; Sec. 5.2.1: ``w01 = 7``,
+``w_abl = 0.5``).  Command-line flags given explicitly override preset values.
 
-Sources (paper = Heuillet et al., D-DARTS; tables as restated in SPEC section 2):
+Sources (paper = Heuillet et al., D-DARTS, Tables 3-5):
 
 ========================  =========  ========  =======  ======================================================
 preset                    dataset    loss      parsing  source

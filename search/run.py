@@ -27,7 +27,10 @@ if __package__ in (None, ''):  # run as a script: make `import search` and `impo
         sys.path.insert(0, str(_ROOT))
 
 from search.presets import PRESET_SOURCES, PRESETS, preset  # noqa: E402
-from search.trainer import NonFiniteLossError, SearchConfig, Searcher  # noqa: E402
+from search.config import SearchConfig  # noqa: E402
+from search.losses import LOSSES  # noqa: E402
+from search.searcher import Searcher  # noqa: E402
+from search.step import NonFiniteLossError  # noqa: E402
 
 __all__ = ['build_parser', 'config_from_args', 'main', 'format_genotype']
 
@@ -67,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--batch-size', type=int, help='batch size per process')
     g.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of an epoch (smoke tests)')
     g = p.add_argument_group('losses')
-    g.add_argument('--loss', choices=['fair', 'ablation'], help='fair: CE + w01 L01; ablation: + w_abl L_abl')
+    g.add_argument('--loss', choices=list(LOSSES),
+                   help="fair: L_CE + w01 L01.  ablation (the authors' semantics, kept for reproduction): + w_abl "
+                        "L_abl with the marginal contributions as plain numbers, so it adds NO gradient (seeded, "
+                        "the same alphas as fair; it only logs them).  ablation-grad: the marginal contributions "
+                        "keep their graphs and each cell also receives w_abl dL_abl_i/d alpha_i (slower)")
     g.add_argument('--w01', type=float, help='zero-one loss weight (paper: 7)')
     g.add_argument('--w-abl', type=float, help='ablation loss weight (paper: 0.5)')
     _bool_flag(g, 'mc-batched', 'stack the marginal-contribution reruns into one batched pass '
@@ -93,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--early-stop-from', type=int)
     g = p.add_argument_group('run')
     g.add_argument('--seed', type=int)
-    _bool_flag(g, 'amp', 'mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA')
+    _bool_flag(g, 'amp', 'mixed precision (default dtype: float16 + GradScaler on CUDA, bfloat16 on CPU)')
+    g.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
+                   help='AMP dtype; float16 always uses a GradScaler (on a CPU too: the CUDA precision path)')
+    _bool_flag(g, 'cuda-graphs', 'replay each update as a CUDA graph (CUDA, --loss fair / ablation; default off)')
     g.add_argument('--device', help="'auto' (default), 'cpu', 'cuda', 'cuda:1'")
     g.add_argument('--nonfinite', choices=['skip', 'error'], help='on a NaN/inf loss: skip the step (default) or stop')
     g.add_argument('--max-nonfinite', type=int, help='consecutive skipped steps tolerated (default 10)')
@@ -105,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(g, 'plots', 'end-of-run plots (default on)')
     _bool_flag(g, 'deterministic', 'torch.use_deterministic_algorithms(True)')
     g.add_argument('--threads', type=int, help='intra-op CPU threads per process (default 1 on CPU)')
-    g.add_argument('--debug-step-delay', dest='step_delay', type=float, help=argparse.SUPPRESS)
     return p
 
 

@@ -1,18 +1,15 @@
 """The D-DARTS search supernet: individual cells, each with its own architecture parameters.
 
-Paper Sec. 4.1 / SPEC section 5.  Every edge ``(to, src)`` of a search cell is a :class:`MixedOp` whose
-output is ``sum_k sigmoid(alpha[edge, k]) * op_k(x)`` (FairDARTS-style sigmoid mixing, no softmax, no
-``none`` op).  Unlike DARTS, the alphas are *not* shared by all normal (resp. reduction) cells: every cell
-owns an ``[edges x ops]`` matrix.  DARTOpti (paper Sec. 4.4) starts from a handcrafted baseline genotype;
-identical cells of the baseline (``Genotype.cell_groups()``) then share one matrix, so the supernet holds one
-alpha per *group* and ``cell_groups[i]`` names the group of cell ``i``.
+Paper Sec. 4.1.  Every edge ``(to, src)`` of a search cell mixes all candidate ops as
+``sum_k sigmoid(alpha[edge, k]) * op_k(x)`` (FairDARTS-style sigmoid mixing, no softmax, no ``none`` op; see
+:mod:`search.cell`).  Unlike DARTS, the alphas are *not* shared by all normal (resp. reduction) cells: every
+cell owns an ``[edges x ops]`` matrix.  DARTOpti (paper Sec. 4.4) starts from a handcrafted baseline
+genotype; identical cells of the baseline (``Genotype.cell_groups()``) then share one matrix, so the supernet
+holds one alpha per *group* and ``cell_groups[i]`` names the group of cell ``i``.
 
-Layout conventions (shared with :mod:`ddarts_zoo.distance` and the authors' supernet):
-
-* edge ``(to, src)`` is row ``sum_{n < to - 2} (n + 2) + src`` of a cell's alpha matrix;
-* alpha columns follow the op list (``DARTS_SPACE``: 7 ops, ``DARTOPTI_SPACE``: 12 ops, or any names
-  registered in :data:`ddarts_zoo.ops.OPS`);
-* a cell's output is the channel concatenation of its last ``multiplier`` nodes.
+Layout conventions (:mod:`ddarts_zoo.genotype`: ``edge_index`` / ``edge_pairs``, shared with the distance):
+edge ``(to, src)`` is row ``sum_{n < to - 2} (n + 2) + src`` of a cell's alpha matrix; alpha columns follow
+the op list; a cell's output is the channel concatenation of its last ``multiplier`` nodes.
 
 The forward pass takes the mixing weights as an argument (``weights[i]`` is cell ``i``'s ``[edges x ops]``
 tensor).  This is what lets the search switch a single cell "off" (random mixing weights) and rerun only
@@ -20,47 +17,28 @@ the cells after it, see :func:`search.losses.marginal_contributions`.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ddarts_zoo.genotype import Edge, Genotype
-from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE, OP_SPACES, OPS, POOLING_OPS, FactorizedReduce, \
-    ReLUConvBN, build_op
+from ddarts_zoo.genotype import Genotype, edge_index, edge_pairs, num_edges
+from ddarts_zoo.network import build_stem
+from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE, OP_SPACES, OPS
+
+from .cell import GhostBatchNorm2d, MixedOp, SearchCell, SourceOps
+from .parsing import PARSE_METHODS, EmptyCellWarning, parse_cell, parse_genotype
 
 __all__ = [
     'PARSE_METHODS', 'EmptyCellWarning', 'num_edges', 'edge_index', 'edge_pairs', 'default_reductions',
-    'resolve_op_names', 'GhostBatchNorm2d', 'MixedOp', 'SearchCell', 'SuperNet', 'parse_cell', 'parse_genotype',
-    'baseline_alphas',
+    'resolve_op_names', 'GhostBatchNorm2d', 'MixedOp', 'SourceOps', 'SearchCell', 'SuperNet', 'parse_cell',
+    'parse_genotype', 'baseline_alphas',
 ]
 
-PARSE_METHODS = ('sparse', 'edge', 'darts')
-STEM_TYPES = ('cifar', 'imagenet')
-
-
-class EmptyCellWarning(UserWarning):
-    """A parsed cell kept no operation (every weight under the threshold); it became a skip connection."""
-
-
-# ---------------------------------------------------------------------------- layout helpers
-def num_edges(steps: int) -> int:
-    """Number of edges of a cell with ``steps`` intermediate nodes (14 for 4 steps)."""
-    return sum(2 + i for i in range(steps))
-
-
-def edge_index(to: int, src: int) -> int:
-    """Row of edge ``(to, src)`` in a cell's alpha matrix."""
-    if not 0 <= src < to or to < 2:
-        raise ValueError(f'edge ({to}, {src}) does not exist (need 0 <= src < to and to >= 2)')
-    return sum(n + 2 for n in range(to - 2)) + src
-
-
-def edge_pairs(steps: int) -> List[Tuple[int, int]]:
-    """``(to, src)`` of every row, in row order."""
-    return [(to, src) for to in range(2, steps + 2) for src in range(to)]
+SEARCH_STEMS = {'cifar': 'cifar', 'imagenet': 'imagenet_darts'}
+"""The supernet's stem names -> :func:`ddarts_zoo.network.build_stem` types."""
+STEM_TYPES = tuple(SEARCH_STEMS)
 
 
 def default_reductions(layers: int) -> Tuple[int, ...]:
@@ -86,87 +64,6 @@ def resolve_op_names(ops: 'str | Sequence[str]') -> Tuple[str, ...]:
     return names
 
 
-# ---------------------------------------------------------------------------- modules
-class GhostBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` that can normalise ``ghost_groups`` stacked sub-batches independently.
-
-    The search cells' BN layers are switched to this class (same state, same behaviour while
-    ``ghost_groups == 1``).  The batched marginal-contribution pass stacks the reruns of several
-    switched-off cells along the batch dimension; with ``ghost_groups = R`` each of the ``R`` sub-batches gets
-    its own batch statistics, exactly as if it ran alone (running statistics are not touched then).
-    """
-
-    ghost_groups: int = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.ghost_groups
-        if r == 1:
-            return super().forward(x)
-        if not self.training:
-            raise RuntimeError('ghost batch normalisation is only defined in training mode')
-        n, c, h, w = x.shape
-        xv = x.view(r, n // r, c, h * w)
-        var, mean = torch.var_mean(xv, dim=(1, 3), keepdim=True, unbiased=False)
-        y = (xv - mean) * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.view(1, 1, c, 1) + self.bias.view(1, 1, c, 1)
-        return y.view(n, c, h, w)
-
-
-class MixedOp(nn.Module):
-    """All candidate ops of one edge, built affine-free; pools are followed by an affine-free BN.
-
-    ``weights`` is ``[ops]`` (one mixing vector for the batch) or ``[batch, ops]`` (one per sample).
-    """
-
-    def __init__(self, channels: int, stride: int, op_names: Sequence[str]) -> None:
-        super().__init__()
-        ops = []
-        for name in op_names:
-            op = build_op(name, channels, stride, affine=False)
-            if name in POOLING_OPS:
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            ops.append(op)
-        self.ops = nn.ModuleList(ops)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        per_sample = weights.dim() == 2
-        out = None
-        for k, op in enumerate(self.ops):
-            w = weights[:, k].view(-1, 1, 1, 1) if per_sample else weights[k]
-            y = w * op(x)
-            out = y if out is None else out + y
-        return out
-
-
-class SearchCell(nn.Module):
-    """A search cell: two preprocessed inputs, ``steps`` nodes, every edge a :class:`MixedOp`."""
-
-    def __init__(self, steps: int, multiplier: int, c_pp: int, c_p: int, channels: int, reduction: bool,
-                 reduction_prev: bool, op_names: Sequence[str]) -> None:
-        super().__init__()
-        self.steps, self.multiplier, self.reduction = steps, multiplier, reduction
-        self.preprocess0 = (FactorizedReduce(c_pp, channels, affine=False) if reduction_prev
-                            else ReLUConvBN(c_pp, channels, affine=False))
-        self.preprocess1 = ReLUConvBN(c_p, channels, affine=False)
-        self.edges = nn.ModuleList(
-            MixedOp(channels, 2 if reduction and src < 2 else 1, op_names) for _, src in edge_pairs(steps))
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``weights``: ``[edges x ops]``, or ``[batch x edges x ops]`` for per-sample mixing."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        per_sample = weights.dim() == 3
-        row = 0
-        for _ in range(self.steps):
-            node = None
-            for h in states:
-                y = self.edges[row](h, weights[:, row] if per_sample else weights[row])
-                node = y if node is None else node + y
-                row += 1
-            states.append(node)
-        return torch.cat(states[-self.multiplier:], dim=1)
-
-
 class SuperNet(nn.Module):
     """The D-DARTS supernet.
 
@@ -182,13 +79,15 @@ class SuperNet(nn.Module):
         cell_groups: group index per cell; cells of one group share alphas (default: every cell its own).
             Group ids must be the index of the group's first cell (as ``Genotype.cell_groups()`` gives).
         alpha_init: optional initial alpha per group (``[edges x ops]`` each); zeros otherwise.
+        fused: compute each cell's edges per source state (:class:`~search.cell.SourceOps`, default) or one
+            module per edge (the plain form, same numbers; :meth:`fuse_` converts it).
     """
 
     def __init__(self, num_classes: int, in_chans: int = 3, channels: int = 16, layers: int = 8, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, op_names: 'str | Sequence[str]' = DARTS_SPACE,
                  reductions: Optional[Sequence[int]] = None, stem: str = 'cifar',
                  cell_groups: Optional[Sequence[int]] = None,
-                 alpha_init: Optional[Sequence[torch.Tensor]] = None) -> None:
+                 alpha_init: Optional[Sequence[torch.Tensor]] = None, fused: bool = True) -> None:
         super().__init__()
         if layers < 1 or steps < 1 or channels < 1:
             raise ValueError(f'need layers, steps, channels >= 1 (got {layers}, {steps}, {channels})')
@@ -212,20 +111,10 @@ class SuperNet(nn.Module):
         self.group_ids = tuple(sorted(set(groups)))
         self._group_pos = {g: k for k, g in enumerate(self.group_ids)}
 
-        if stem == 'cifar':
-            c_stem = stem_multiplier * channels
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-            c_pp, c_p, reduction_prev = c_stem, c_stem, False
-        else:
-            half = max(channels // 2, 1)
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(in_chans, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(half, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels))
-            self.stem1 = nn.Sequential(
-                nn.ReLU(inplace=False), nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(channels))
-            c_pp, c_p, reduction_prev = channels, channels, True
+        stem_parts = build_stem(SEARCH_STEMS[stem], in_chans, channels, stem_multiplier)
+        for name, module in stem_parts.modules.items():   # self.stem, or self.stem0 and self.stem1
+            self.add_module(name, module)
+        c_pp, c_p, reduction_prev = stem_parts.c_pp, stem_parts.c_p, stem_parts.reduction_prev
         c_cur = channels
         cells = []
         for i in range(layers):
@@ -233,13 +122,10 @@ class SuperNet(nn.Module):
             if reduction:
                 c_cur *= 2
             cells.append(SearchCell(steps, self.multiplier, c_pp, c_p, c_cur, reduction, reduction_prev,
-                                    self.op_names))
+                                    self.op_names, fused=fused))
             reduction_prev = reduction
             c_pp, c_p = c_p, self.multiplier * c_cur
         self.cells = nn.ModuleList(cells)
-        for m in self.cells.modules():
-            if type(m) is nn.BatchNorm2d:
-                m.__class__ = GhostBatchNorm2d
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -251,6 +137,16 @@ class SuperNet(nn.Module):
                 raise ValueError(f'alpha_init for group {g} has shape {tuple(init.shape)}, expected {shape}')
             alphas.append(nn.Parameter(init.clone()))
         self.alphas = nn.ParameterList(alphas)
+
+    @property
+    def fused(self) -> bool:
+        return all(c.fused for c in self.cells)
+
+    def fuse_(self) -> 'SuperNet':
+        """Turn per-edge cells (``fused=False``) into fused ones in place, keeping every parameter and statistic."""
+        for cell in self.cells:
+            cell.fuse_()
+        return self
 
     # ------------------------------------------------------------------ parameters
     def alpha_of_cell(self, cell: int) -> nn.Parameter:
@@ -327,7 +223,8 @@ class SuperNet(nn.Module):
     @classmethod
     def from_baseline(cls, baseline: Genotype, num_classes: int, in_chans: int = 3, channels: int = 32,
                       op_names: 'str | Sequence[str]' = DARTOPTI_SPACE, init_value: float = 10.0,
-                      steps: Optional[int] = None, multiplier: int = 4, stem: str = 'cifar') -> 'SuperNet':
+                      steps: Optional[int] = None, multiplier: int = 4, stem: str = 'cifar',
+                      fused: bool = True) -> 'SuperNet':
         """DARTOpti supernet: the baseline's cells and reductions, alpha = ``init_value`` on its ops.
 
         ``steps`` defaults to ``concat end - 2`` of the baseline (6 for ResNet50), enlarged if a gene uses a
@@ -341,7 +238,7 @@ class SuperNet(nn.Module):
         inits = baseline_alphas(baseline, names, steps, init_value)
         init = [inits[g] for g in sorted(set(groups))]
         return cls(num_classes, in_chans, channels, baseline.num_cells, steps, multiplier, op_names=names,
-                   reductions=baseline.reductions, stem=stem, cell_groups=groups, alpha_init=init)
+                   reductions=baseline.reductions, stem=stem, cell_groups=groups, alpha_init=init, fused=fused)
 
 
 def baseline_alphas(baseline: Genotype, op_names: Sequence[str], steps: int,
@@ -360,70 +257,3 @@ def baseline_alphas(baseline: Genotype, op_names: Sequence[str], steps: int,
             a[edge_index(e.to, e.src), col[e.op]] = value
         out.append(a)
     return out
-
-
-# ---------------------------------------------------------------------------- parsing
-def _order_desc(values: Sequence[float]) -> List[int]:
-    """Indices by decreasing value; ties keep the lower index first (deterministic)."""
-    return sorted(range(len(values)), key=lambda k: (-values[k], k))
-
-
-def parse_cell(weights: np.ndarray, op_names: Sequence[str], steps: int, method: str = 'sparse',
-               threshold: float = 0.85) -> List[Edge]:
-    """Discretise one cell's mixing weights ``[edges x ops]`` (values of ``sigmoid(alpha)``).
-
-    Per intermediate node:
-
-    * ``sparse``: the 2 incoming edges with the highest max weight; on each, the best op if ``>= threshold``.
-    * ``edge``: every incoming edge; on each, the (up to) 2 best ops whose weight is ``>= threshold``.
-    * ``darts``: the 2 incoming edges with the highest max weight, the best op on each, no threshold.
-
-    Ties are broken towards the lower source node / lower op column.  ``sparse``/``darts`` list a node's
-    edges strongest first; ``edge`` lists them by source, ops by column.
-    """
-    if method not in PARSE_METHODS:
-        raise ValueError(f'unknown parsing method {method!r}; choose one of {PARSE_METHODS}')
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (num_edges(steps), len(op_names)):
-        raise ValueError(f'weights have shape {w.shape}, expected {(num_edges(steps), len(op_names))}')
-    gene: List[Edge] = []
-    for to in range(2, steps + 2):
-        rows = [edge_index(to, src) for src in range(to)]
-        if method == 'edge':
-            for src, r in enumerate(rows):
-                best = [k for k in _order_desc(list(w[r]))[:2] if w[r, k] >= threshold]
-                gene.extend(Edge(op_names[k], to, src) for k in sorted(best))
-            continue
-        strength = [float(w[r].max()) for r in rows]
-        for src in _order_desc(strength)[:2]:
-            r = rows[src]
-            k = _order_desc(list(w[r]))[0]
-            if method == 'darts' or w[r, k] >= threshold:
-                gene.append(Edge(op_names[k], to, src))
-    return gene
-
-
-def parse_genotype(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], steps: int, multiplier: int,
-                   reductions: Sequence[int], method: str = 'sparse', threshold: float = 0.85,
-                   name: Optional[str] = None, meta: Optional[Dict[str, object]] = None) -> Genotype:
-    """A :class:`Genotype` from every cell's mixing weights.
-
-    A cell left without a live node (nothing reached the threshold) becomes a single ``skip_connect`` from
-    the previous cell (the network strides it in a reduction cell), with an :class:`EmptyCellWarning`; the
-    cells concerned are recorded in ``meta['empty_cells']``.
-    """
-    genes, empty = [], []
-    for ci, w in enumerate(cell_weights):
-        gene = parse_cell(w, op_names, steps, method, threshold)
-        if not Genotype._live_nodes(gene):
-            empty.append(ci)
-            gene = [Edge('skip_connect', 2, 1)]
-        genes.append(gene)
-    info = dict(meta or {})
-    info.update(parsing=method, threshold=threshold if method != 'darts' else None, steps=steps)
-    if empty:
-        info['empty_cells'] = empty
-        warnings.warn(f'{method} parsing (threshold {threshold}): cell(s) {empty} kept no operation and became '
-                      f'a skip_connect from the previous cell', EmptyCellWarning, stacklevel=2)
-    concat = tuple(range(2 + steps - multiplier, 2 + steps))
-    return Genotype(genes, tuple(reductions), concat, name, info)

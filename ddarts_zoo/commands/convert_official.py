@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .export import parse_json_object
+from .export import parse_json_object, target_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import ddarts_zoo  # noqa: F401
     from ..convert import CheckpointError, load_official_checkpoint
     from ..data import dataset_info
-    from ..hub import export_model
-    from ..zoo import MODEL_SPECS
+    from ..export import export_model
 
     model_args = dict(args.model_args)
     if args.init_channels is not None:
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         model = timm.create_model(args.model, pretrained=False, **model_args)
     except Exception as err:  # noqa: BLE001
         raise SystemExit(f'cannot build {args.model} with {model_args}: {type(err).__name__}: {err}') from None
-    dataset = args.dataset or MODEL_SPECS.get(args.model, (None, None, None))[2]
+    dataset = args.dataset or target_dataset(args.model)
     if not dataset:
         raise SystemExit('pass --dataset (cifar10, cifar100 or imagenet)')
     if dataset_info(dataset).num_classes != model.num_classes:

@@ -31,7 +31,8 @@ def _label(spec: str, geno) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..distance import cell_distances, distance_matrix
-    from ..genotype import GenotypeError, load_genotype
+    from ..genotype import GenotypeError
+    from ..genotypes import load_genotype
     from ..genotypes import names
 
     d = args.decimals

@@ -1,7 +1,7 @@
 """``ddarts-zoo export CHECKPOINT --out DIR``: a training checkpoint -> a Hub-ready folder.
 
 The folder holds ``model.safetensors``, timm's ``config.json`` and a model card ``README.md``; it is written
-atomically.  ``--model`` / ``--model-args`` / ``--dataset`` default to what ``search/train.py`` recorded in
+atomically.  ``--model`` / ``--model-args`` / ``--dataset`` default to what ``ddarts-zoo train`` recorded in
 the checkpoint, and ``metrics.json`` beside the checkpoint (if any) provides the measured accuracy.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def parse_json_object(text: str) -> Dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('checkpoint', help='checkpoint.pth from search/train.py, a state dict (.pth / .safetensors)')
+    parser.add_argument('checkpoint', help='checkpoint.pth from `ddarts-zoo train`, a state dict (.pth / .safetensors)')
     parser.add_argument('--model', default=None, help='timm model name (default: the one recorded in the checkpoint)')
     parser.add_argument('--model-args', type=parse_json_object, default=None,
                         help='model keyword arguments as JSON (default: recorded in the checkpoint)')
@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--repo-id', default=None, help='Hub repo id shown in the card\'s usage snippet')
     parser.add_argument('--notes', default='', help='free text for the card\'s "Notes" section')
     parser.add_argument('--out', required=True, help='output folder (replaced atomically)')
+
+
+def target_dataset(model_name: str) -> Optional[str]:
+    """The dataset of a registered model's paper configuration (``None`` for ``ddarts_genotype*``)."""
+    from .. import zoo
+    paper_config = zoo.MODEL_SPECS.get(model_name)
+    return None if paper_config is None else paper_config.dataset
 
 
 def _load_checkpoint(path: Path) -> Dict[str, Any]:
@@ -61,35 +68,12 @@ def _metrics(path: Optional[str], ckpt_path: Path) -> Optional[Dict[str, Any]]:
     return json.loads(candidate.read_text(encoding='utf-8'))
 
 
-def load_into_model(model: Any, state_dict: Dict[str, Any], where: str) -> None:
-    """Load ``state_dict`` strictly, dropping only the training-only auxiliary head."""
-    from ..convert import CheckpointError, convert_official_state_dict, is_official_state_dict, unwrap_state_dict
-    sd = unwrap_state_dict(state_dict)
-    if is_official_state_dict(sd):
-        sd = convert_official_state_dict(sd, model)
-    if getattr(model, 'aux_head', None) is None:
-        sd = {k: v for k, v in sd.items() if not k.startswith('aux_head.')}
-    target = model.state_dict()
-    missing = [k for k in target if k not in sd]
-    unexpected = [k for k in sd if k not in target]
-    bad = [f'{k}: checkpoint {tuple(getattr(v, "shape", ()))} vs model {tuple(target[k].shape)}'
-           for k, v in sd.items() if k in target and getattr(v, 'shape', None) != target[k].shape]
-    if missing or unexpected or bad:
-        lines = [f'{where} does not fit the model: {len(missing)} missing, {len(unexpected)} unexpected, '
-                 f'{len(bad)} mis-shaped key(s)']
-        for title, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', bad)):
-            if keys:
-                lines.append(f'{title}:\n  ' + '\n  '.join(keys))
-        raise CheckpointError('\n'.join(lines))
-    model.load_state_dict(sd, strict=True)
-
-
 def run(args: argparse.Namespace) -> int:
     import timm
 
     import ddarts_zoo  # noqa: F401
-    from ..hub import export_model
-    from ..zoo import MODEL_SPECS
+    from ..convert import CheckpointError, load_state_dict_strict
+    from ..export import export_model
 
     path = Path(args.checkpoint)
     ckpt = _load_checkpoint(path)
@@ -97,23 +81,22 @@ def run(args: argparse.Namespace) -> int:
     if not model_name:
         raise SystemExit(f'{path} does not record its model: pass --model NAME')
     model_args = args.model_args if args.model_args is not None else dict(ckpt.get('model_args') or {})
-    dataset = args.dataset or ckpt.get('dataset') or MODEL_SPECS.get(model_name, (None, None, None))[2]
+    dataset = args.dataset or ckpt.get('dataset') or target_dataset(model_name)
     if not dataset:
         raise SystemExit('pass --dataset (digits, cifar10, cifar100 or imagenet)')
     try:
         model = timm.create_model(model_name, pretrained=False, **model_args)
     except Exception as err:  # noqa: BLE001
         raise SystemExit(f'cannot build {model_name} with {model_args}: {type(err).__name__}: {err}') from None
-    from ..convert import CheckpointError
     try:
-        load_into_model(model, ckpt, str(path))
+        load_state_dict_strict(model, ckpt, str(path))
     except CheckpointError as err:
         raise SystemExit(f'{err}\nPass the --model / --model-args the checkpoint was trained with.') from None
     metrics = _metrics(args.metrics, path)
     if metrics and metrics.get('model') not in (None, model_name):
         raise SystemExit(f'{args.metrics or "metrics.json"} describes {metrics["model"]}, not {model_name}')
     epoch = ckpt.get('epoch')
-    source = f'trained by ddarts-zoo (`search/train.py`)' + (f', {epoch} epochs' if epoch else '')
+    source = 'trained by ddarts-zoo (`ddarts-zoo train`)' + (f', {epoch} epochs' if epoch else '')
     out = export_model(model, args.out, model_name=model_name, model_args=model_args, dataset=dataset,
                        metrics=metrics, name=args.name, source=source, repo_id=args.repo_id, notes=args.notes)
     top1 = f', top-1 {metrics["top1"]:.2f}%' if metrics else ''

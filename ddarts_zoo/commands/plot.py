@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..genotype import GenotypeError, load_genotype
+    from ..genotype import GenotypeError
+    from ..genotypes import load_genotype
     from ..plot import plot_genotype
 
     try:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import publish_folder
+    from ..export import publish_folder
     try:
         url = publish_folder(args.folder, args.repo_id, token=args.token, private=args.private,
                              revision=args.revision, commit_message=args.message)

@@ -57,14 +57,15 @@ def dataset_info(name: str) -> DatasetInfo:
         raise ValueError(f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}') from None
 
 
-def _digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """The embedded digits: images ``[1797, 8, 8]`` (intensities 0..16) and labels ``[1797]``."""
     with np.load(DIGITS_PATH) as data:
         return data['images'], data['labels']
 
 
 def digits_split_indices(split: str) -> np.ndarray:
     """Indices of ``split`` ('train', 'test' or 'all') in the fixed, seeded digits split."""
-    n = len(_digits_arrays()[1])
+    n = len(digits_arrays()[1])
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(n)
     n_test = int(round(n * DIGITS_TEST_FRACTION))
     if split == 'test':
@@ -85,7 +86,7 @@ class DigitsDataset(Dataset):
 
     def __init__(self, split: str = 'train', image_size: int = 32, normalize: bool = True,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
-        images, labels = _digits_arrays()
+        images, labels = digits_arrays()
         idx = digits_split_indices(split)
         x = torch.from_numpy(images[idx].astype(np.float32) / 16.0).unsqueeze(1)
         if image_size != x.shape[-1]:

@@ -1,31 +1,10 @@
 """``DDartsBackbone``: a registered ddarts-zoo model as an MMDetection 3 backbone.
 
-Feature levels are the model's timm ``feature_info`` entries (the levels that
-``timm.create_model(name, features_only=True)`` returns), indexed from 0 at the finest level:
-
-* ImageNet models (``ddarts_do2_resnet18`` ...): level 0 = ``stem0`` (stride 2), levels 1-4 = strides 4-32.
-* CIFAR models (``ddarts_dd1_cifar`` ...): level 0 = the last cell at stride 1, then one level per reduction.
-
-Stages (for ``frozen_stages``): stage 0 is the whole stem (``stem``, or ``stem0`` + ``stem1``); stage
-``k >= 1`` ends with the module that outputs feature level ``k``, so ``frozen_stages=k`` freezes the stem and
-every cell up to that module (for the ImageNet DO models, ``frozen_stages=1`` = stem + the stride-4 cell,
-like mmdet's ResNet). Frozen modules get ``requires_grad=False`` and stay in eval mode (BN statistics
-included). Cells after the last requested level are not built.
-
-Weights: ``pretrained`` (or ``init_cfg=dict(type='Pretrained', checkpoint=...)``) is loaded by
-:meth:`DDartsBackbone.init_weights` (the mmengine ``Runner`` calls it), like mmdet's own backbones. It accepts
-
-* ``True``: the default weights of ``model_name`` (which may carry a tag) through ``timm.create_model``;
-* a tag (``'digits'``) or a full timm name (``'ddarts_dd1_cifar.digits'``);
-* ``'hf-hub:org/repo'`` / ``'local-dir:/folder'`` (timm's sources; the architecture must be ``model_name``);
-* a checkpoint file or URL (``.pth``/``.safetensors``; timm state dicts, ``{'state_dict': ...}`` wrappers,
-  the authors' checkpoints, or a detector checkpoint with ``prefix='backbone.'``).
-
-Named weights (tag, ``hf-hub:``, ``local-dir:``) also set the architecture arguments they were trained with
-(``init_channels``, ``in_chans`` ...) when the backbone is built (an ``hf-hub:`` source reads the repo's
-``config.json`` then); explicit ``model_args`` win, e.g. ``in_chans=3`` for RGB detection from 1-channel
-weights (timm adapts the first convolution). Classifier and auxiliary-head weights are ignored; every backbone
-tensor must be present (strict), and a mismatch names the offending keys.
+Feature levels are the model's timm ``feature_info`` entries, finest first (ImageNet models: ``stem0`` at
+stride 2, then strides 4-32; CIFAR models: the last cell at stride 1, then one level per reduction).  Stage 0
+(for ``frozen_stages``) is the stem, stage ``k`` ends with the module of level ``k``, as in mmdet's ResNet.
+Weights are loaded strictly by :meth:`DDartsBackbone.init_weights`; classifier and auxiliary-head keys are
+ignored, and named weights (tag, ``hf-hub:``, ``local-dir:``) also bring their architecture arguments.
 """
 from __future__ import annotations
 
@@ -43,6 +22,8 @@ from torch.utils.checkpoint import checkpoint as cp_checkpoint
 
 from mmdet.registry import MODELS
 
+from ..convert import (CheckpointError, is_official_state_dict, load_state_dict_strict, to_model_layout,
+                       unwrap_state_dict)
 from ..network import DDartsNet
 
 __all__ = ['DDartsBackbone', 'ddarts_model_names', 'backbone_levels']
@@ -110,16 +91,21 @@ class DDartsBackbone(BaseModule):
         model_name: registered ddarts-zoo model, e.g. ``'ddarts_do2_resnet18'`` (a ``.tag`` is allowed and
             is what ``pretrained=True`` loads).
         out_indices: feature levels to return (timm ``feature_info`` indices, strictly increasing).
-            ``None`` returns every level.
+            ``None`` returns every level. Cells after the last requested level are not built.
         frozen_stages: freeze stages ``0..frozen_stages`` (-1: nothing). Stage 0 is the stem, stage
-            ``k >= 1`` the cells up to feature level ``k`` (see the module docstring).
+            ``k >= 1`` the cells up to feature level ``k``. Frozen modules get ``requires_grad=False`` and
+            stay in eval mode (BN statistics included).
         norm_eval: keep every BatchNorm in eval mode while training (frozen statistics).
         drop_path_rate: drop-path probability on each node of each cell (training only).
         with_cp: gradient checkpointing of each cell (saves memory, costs a second forward).
-        pretrained: weights to load in :meth:`init_weights`: ``True``, a tag, a timm name,
-            ``'hf-hub:...'``, ``'local-dir:...'`` or a checkpoint path / URL. Exclusive with ``init_cfg``.
+        pretrained: weights to load in :meth:`init_weights`: ``True`` (the default weights of
+            ``model_name``), a tag (``'digits'``), a timm name (``'ddarts_dd1_cifar.digits'``),
+            ``'hf-hub:...'``, ``'local-dir:...'`` (the architecture must be ``model_name``) or a checkpoint
+            path / URL (timm state dicts, ``{'state_dict': ...}`` wrappers, the authors' checkpoints, a
+            detector checkpoint with ``prefix='backbone.'``). Exclusive with ``init_cfg``.
         model_args: extra keyword arguments of ``timm.create_model`` (``init_channels``, ``in_chans``,
-            ``layers``, ``genotype`` for ``ddarts_genotype*`` ...).
+            ``layers``, ``genotype`` for ``ddarts_genotype*`` ...); they win over the arguments named
+            weights bring (e.g. ``in_chans=3`` for RGB detection from 1-channel weights).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=..., prefix=None)`` accepts
             everything ``pretrained`` does.
 
@@ -196,6 +182,8 @@ class DDartsBackbone(BaseModule):
         last_cell = max(_cell_index(m) for m in self._out_modules)
         self.cells = nn.ModuleList(list(net.cells)[:last_cell + 1])
         self.num_cells_total = len(net.cells)
+        # prefixes of modules the paper configuration has but this network omits (see DDartsNet.pruned_modules)
+        self.pruned_modules: Tuple[str, ...] = tuple(getattr(net, 'pruned_modules', ()))
         del net
         self._freeze_stages()
 
@@ -335,45 +323,22 @@ class DDartsBackbone(BaseModule):
         else:
             from mmengine.runner.checkpoint import CheckpointLoader
             raw = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        for key in ('state_dict', 'model', 'state_dict_ema'):
-            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
-                raw = raw[key]
-                break
-        state = {k[7:] if k.startswith('module.') else k: v for k, v in raw.items()}
-        own = self.state_dict()
+        state = unwrap_state_dict(raw)
         detector_keys = any(k.startswith('backbone.') for k in state)
-        if prefix is None and detector_keys and not any(k in own for k in state):
+        if prefix is None and detector_keys and not any(k in self.state_dict() for k in state):
             prefix = 'backbone.'  # a whole-detector checkpoint
         if prefix:
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if not state:
                 raise ValueError(f'DDartsBackbone: no key of {path!r} starts with prefix {prefix!r}')
-        if any('._ops.' in k or '.preprocess0.op.' in k for k in state):  # the authors' layout
-            from ..zoo import checkpoint_filter_fn
-            state = checkpoint_filter_fn(state, timm.create_model(self.arch, **self.model_args))
+        if is_official_state_dict(state):
+            state = to_model_layout(state, timm.create_model(self.arch, **self.model_args), path)
         return state
 
     def _load_backbone_state(self, state: StateDict, source: str) -> None:
-        own = self.state_dict()
-        kept = len(self.cells)
-
-        def unused(key: str) -> bool:
-            if key.startswith(_HEAD_PREFIXES):
-                return True
-            return key.startswith('cells.') and int(key.split('.')[1]) >= kept  # cells after the last level
-
-        state = {k: v for k, v in state.items() if not unused(k)}
-        missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
-        unexpected = [k for k in state if k not in own]
-        mismatched = [f'{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}'
-                      for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or mismatched:
-            def show(keys: List[str]) -> str:
-                return ', '.join(keys[:8]) + (f' ... (+{len(keys) - 8})' if len(keys) > 8 else '')
-            groups = (('missing', missing), ('unexpected', unexpected), ('shape mismatch', mismatched))
-            parts = [f'{label} {len(keys)}: {show(keys)}' for label, keys in groups if keys]
-            raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): weights '
-                               f'from {source} do not fit the backbone; ' + '; '.join(parts))
-        for k in own:
-            state.setdefault(k, own[k])  # num_batches_tracked absent from some checkpoints
-        self.load_state_dict(state, strict=True)
+        unused = _HEAD_PREFIXES + tuple(f'cells.{i}.' for i in range(len(self.cells), self.num_cells_total))
+        try:
+            load_state_dict_strict(self, state, source, ignore=unused, target='the backbone')
+        except CheckpointError as err:
+            raise RuntimeError(f'DDartsBackbone({self.model_name}, model_args={self.model_args}): weights from '
+                               f'{source} do not fit the backbone; {err.summary()}') from err

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -27,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data import _digits_arrays, digits_split_indices
+from ..data import digits_arrays, digits_split_indices
+from ..utils.io import atomic_dir
 
 __all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'generate_digits_det',
-           'ensure_digits_det', 'pixel_stats']
+           'ensure_digits_det']
 
 FORMAT_VERSION = 1
 DIGITS_DET_CLASSES: Tuple[str, ...] = tuple(str(d) for d in range(10))
@@ -73,7 +72,7 @@ def _rle(mask: np.ndarray) -> Dict[str, Any]:
 def _render_split(split: str, p: Dict[str, Any], out_dir: Path) -> Dict[str, Any]:
     """Render one split's images into ``out_dir`` and return its COCO dict."""
     digits_split, stream = _SPLITS[split]
-    images, labels = _digits_arrays()
+    images, labels = digits_arrays()
     rng = np.random.default_rng([int(p['seed']), stream])
     repeats = p['train_repeats'] if split == 'train' else 1
     idx = digits_split_indices(digits_split)
@@ -150,35 +149,22 @@ def generate_digits_det(root: Union[str, os.PathLike], overwrite: bool = False, 
     root = Path(root).expanduser().resolve()
     if root.exists() and not overwrite:
         raise FileExistsError(f'digits-det: {root} exists (pass overwrite=True to replace it)')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
+    meta = {'name': 'digits-det', 'format': FORMAT_VERSION, 'params': p, 'splits': {},
+            'classes': list(DIGITS_DET_CLASSES), 'mask_threshold': MASK_THRESHOLD}
     try:
-        (tmp / 'annotations').mkdir()
-        counts = {}
-        for split in _SPLITS:
-            (tmp / split).mkdir()
-            coco = _render_split(split, p, tmp / split)
-            (tmp / 'annotations' / f'{split}.json').write_text(json.dumps(coco, sort_keys=True))
-            counts[split] = {'images': len(coco['images']), 'instances': len(coco['annotations'])}
-        meta = {'name': 'digits-det', 'format': FORMAT_VERSION, 'params': p, 'splits': counts,
-                'classes': list(DIGITS_DET_CLASSES), 'mask_threshold': MASK_THRESHOLD}
-        (tmp / 'meta.json').write_text(json.dumps(meta, indent=1, sort_keys=True))
-        os.chmod(tmp, 0o755)
-        old: Optional[Path] = None
-        if root.exists():  # overwrite: move the old copy aside, publish, then delete it
-            old = Path(tempfile.mkdtemp(prefix=f'.{root.name}.old-', dir=root.parent))
-            os.replace(root, old / 'data')
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if _read_meta(root) == meta:  # a concurrent process published the same data set first
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(root) as tmp:
+            (tmp / 'annotations').mkdir()
+            for split in _SPLITS:
+                (tmp / split).mkdir()
+                coco = _render_split(split, p, tmp / split)
+                (tmp / 'annotations' / f'{split}.json').write_text(json.dumps(coco, sort_keys=True))
+                meta['splits'][split] = {'images': len(coco['images']), 'instances': len(coco['annotations'])}
+            (tmp / 'meta.json').write_text(json.dumps(meta, indent=1, sort_keys=True))
+            if root.exists() and not overwrite:  # another process published it meanwhile: keep theirs
+                raise FileExistsError(f'digits-det: {root} was created while generating it')
+    except FileExistsError:
+        if _read_meta(root) == meta:  # the concurrent process published the same data set
+            return root
         raise
     return root
 
@@ -207,9 +193,3 @@ def ensure_digits_det(root: Union[str, os.PathLike], **params: Any) -> Path:
             return ensure_digits_det(path, **p)
         raise
 
-
-def pixel_stats(root: Union[str, os.PathLike], split: str = 'train') -> Tuple[List[float], List[float]]:
-    """Per-channel mean / std (0..255) of a split's images (used to set the configs' normalisation)."""
-    files = sorted((Path(root) / split).glob('*.png'))
-    x = np.stack([np.asarray(Image.open(f), dtype=np.float64) for f in files])
-    return x.mean(axis=(0, 1, 2)).tolist(), x.std(axis=(0, 1, 2)).tolist()

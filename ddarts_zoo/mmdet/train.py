@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from ..utils.io import atomic_write
+
 __all__ = ['main', 'build_config', 'train']
 
 
@@ -91,11 +93,8 @@ def train(cfg) -> Dict[str, Any]:
     result = {'config': cfg.filename, 'work_dir': cfg.work_dir,
               'train_seconds': round(time.time() - start, 1), 'iterations': runner.iter, 'metrics': metrics}
     if runner.rank == 0:
-        out = Path(cfg.work_dir) / 'final_metrics.json'
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f'.{out.name}.tmp')
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=float))
-        os.replace(tmp, out)
+        atomic_write(Path(cfg.work_dir) / 'final_metrics.json',
+                     json.dumps(result, indent=1, sort_keys=True, default=float))
     return result
 
 

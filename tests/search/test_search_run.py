@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import ddarts_zoo  # noqa: F401  (registers the timm models)
+from ddarts_zoo.genotype import Genotype
+from search.config import SearchConfig, build_supernet
+from search.presets import PRESET_SOURCES, PRESETS, preset
+from search.run import build_parser, config_from_args
 
-import ddarts_zoo  # noqa: E402,F401  (registers the timm models)
-from ddarts_zoo.genotype import Genotype  # noqa: E402
-from search.presets import PRESET_SOURCES, PRESETS, preset  # noqa: E402
-from search.run import build_parser, config_from_args  # noqa: E402
-from search.trainer import SearchConfig, build_supernet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 PAPER = {  # preset: (dataset, loss, parsing)
     'dd1': ('cifar10', 'ablation', 'sparse'), 'dd2': ('cifar10', 'fair', 'edge'),
@@ -71,6 +69,7 @@ def test_dartopti_preset_supernet_structure():
     assert net.cell_groups == (0, 1, 2, 0) and len(net.alphas) == 3 and net.alphas[0].shape == (27, 12)
 
 
+@pytest.mark.slow
 def test_run_py_end_to_end(tmp_path):
     cmd = [sys.executable, 'search/run.py', '--preset', 'tiny', '--epochs', '1', '--out', str(tmp_path), '--name',
            'e2e', '--no-progress']
@@ -80,6 +79,9 @@ def test_run_py_end_to_end(tmp_path):
     out = proc.stdout
     assert 'sparse genotype' in out and 'edge genotype' in out and 'Genotype_nested(' in out
     run = tmp_path / 'e2e'
+    epoch_lines = [line for line in out.splitlines() if line.startswith('epoch ')]
+    assert len(epoch_lines) == 1 and len(epoch_lines[0]) < 200           # one compact line per epoch
+    assert 'genotype (sparse)' not in out and 'genotype (sparse)' in (run / 'search.log').read_text()
     for name in ('genotype.json', 'genotype_sparse.json', 'genotype_edge.json', 'metrics.csv', 'epochs.jsonl',
                  'search.log', 'checkpoint.pt', 'plots/alphas.png'):
         assert (run / name).is_file(), name
@@ -96,6 +98,7 @@ def test_run_py_end_to_end(tmp_path):
         assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_resume_flag_rejects_a_missing_run(tmp_path):
     cmd = [sys.executable, 'search/run.py', '--resume', str(tmp_path / 'nothing')]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,

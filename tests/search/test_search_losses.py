@@ -1,19 +1,12 @@
 """Losses: zero-one, ablation, and marginal contributions computed from the cached prefix."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from search.losses import (ablation_losses, alpha_entropy, frozen_bn_stats, marginal_contributions,  # noqa: E402
+from search.losses import (ablation_losses, alpha_entropy, frozen_bn_stats, marginal_contributions,
                            marginal_contributions_full, random_mixing_weights, zero_one_loss)
-from search.supernet import SuperNet  # noqa: E402
-from search.trainer import architecture_gradients  # noqa: E402
+from search.step import architecture_gradients
+from search.supernet import SuperNet
 
 
 def tiny_net(layers=4, steps=2, dtype=torch.float64, **kw):

@@ -1,9 +1,10 @@
-"""Authors' checkpoint conversion (SPEC section 7).
+"""The strict loader and the authors' checkpoint conversion.
 
 The authors' network is re-implemented here, independently of :mod:`ddarts_zoo.network` and
-:mod:`ddarts_zoo.ops`, from the SPEC's description of their modules, key names and forward semantics
-(nodes in order of first appearance of their target, edges whose source is not computed yet skipped, cell
-output = concat of the computed intermediate nodes).  A randomly initialised instance (BN statistics
+:mod:`ddarts_zoo.ops`, from a description of their modules, key names (``torch.save({'state_dict': ...})``,
+``cells.i._ops.{to}.{from}.{k}.op.*``) and forward semantics (nodes in order of first appearance of their
+target, edges whose source is not computed yet skipped, cell output = concat of the computed intermediate
+nodes).  A randomly initialised instance (BN statistics
 included) is converted and must give bit-identical outputs in our network.
 
 Equality is checked with ``torch.equal`` in float64.  In float32 the outputs agree to about 1e-7 but not
@@ -13,6 +14,7 @@ convolution sees an HxW input where the authors' sees (H-1)x(W-1), and oneDNN pi
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Dict, List, Sequence, Tuple
 
@@ -23,7 +25,8 @@ import torch.nn as nn
 
 import ddarts_zoo  # noqa: F401
 from ddarts_zoo import genotypes as shipped
-from ddarts_zoo.convert import CheckpointError, convert_official_state_dict, official_key_map
+from ddarts_zoo.convert import (CheckpointError, convert_official_state_dict, load_state_dict_strict,
+                                official_key_map, unwrap_state_dict)
 from ddarts_zoo.network import DDartsNet
 
 
@@ -341,3 +344,71 @@ def test_dead_edges_are_dropped_with_a_warning():
 def test_not_a_ddarts_model():
     with pytest.raises(TypeError, match='DDartsNet'):
         convert_official_state_dict({}, nn.Linear(1, 1))
+
+
+# ------------------------------------------------------------------------------------ the one strict loader
+def _paper_and_pruned(geno_name: str = 'dd5', c: int = 4) -> Tuple[DDartsNet, DDartsNet]:
+    """The paper configuration (every module kept) and the default one (modules without gradient pruned)."""
+    geno = shipped.get(geno_name)
+    paper = DDartsNet(geno, init_channels=c, prune_unused_inputs=False)
+    pruned = DDartsNet(geno, init_channels=c, prune_unused_inputs=True)
+    randomise(paper)
+    assert paper.pruned_modules == () and pruned.pruned_modules  # dd5: unread inputs, an aux-only cell
+    return paper.eval(), pruned.eval()
+
+
+def test_unwrap_state_dict_strips_wrappers_and_module_prefix():
+    sd = {'stem.0.weight': torch.zeros(1)}
+    for wrapped in (sd, {'state_dict': sd, 'epoch': 3}, {'model': {'module.stem.0.weight': torch.zeros(1)}},
+                    {'state_dict_ema': sd}):
+        assert list(unwrap_state_dict(wrapped)) == ['stem.0.weight']
+    with pytest.raises(CheckpointError, match='not a state dict'):
+        unwrap_state_dict({1: torch.zeros(1)})
+
+
+def test_authors_checkpoint_loads_into_a_pruned_model_with_a_note(caplog):
+    theirs, _ = authors_pair('dd5')
+    _, pruned = _paper_and_pruned('dd5')
+    with caplog.at_level(logging.WARNING, logger='ddarts_zoo.convert'):
+        pruned.load_state_dict(convert_official_state_dict({'state_dict': theirs.state_dict()}, pruned), strict=True)
+    notes = [r.getMessage() for r in caplog.records if 'prunes' in r.getMessage()]
+    assert len(notes) == 1 and all(p in notes[0] for p in pruned.pruned_modules), caplog.text
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(pruned.double()(x), theirs.double()(x))
+
+
+def test_paper_checkpoint_loads_into_a_pruned_model_but_not_back(caplog):
+    paper, pruned = _paper_and_pruned('dd5')
+    ckpt = {'state_dict': {'module.' + k: v for k, v in paper.state_dict().items()}, 'epoch': 2}
+    with caplog.at_level(logging.WARNING, logger='ddarts_zoo.convert'):
+        report = load_state_dict_strict(pruned, ckpt, 'paper.pth')
+    extra = set(paper.state_dict()) - set(pruned.state_dict())
+    assert extra and set(report.pruned) == extra and all(k.startswith(pruned.pruned_modules) for k in extra)
+    assert f'paper.pth: dropped {len(extra)} key(s)' in caplog.text
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(pruned.double()(x), paper.double()(x))
+    # a pruned checkpoint lacks tensors the paper configuration needs: an error naming them and the file
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_strict(paper, pruned.state_dict(), 'pruned.pth')
+    msg = str(info.value)
+    needed = sorted(k for k in extra if not k.endswith('num_batches_tracked'))  # BN counters are tolerated
+    assert msg.startswith('pruned.pth does not fit') and f': {len(needed)} missing' in msg
+    assert info.value.missing == sorted(info.value.missing, key=list(paper.state_dict()).index)
+    assert sorted(info.value.missing) == needed
+
+
+def test_strict_loader_still_rejects_other_keys_of_a_pruned_model():
+    paper, pruned = _paper_and_pruned('dd5')
+    sd = dict(paper.state_dict())
+    sd['cells.0.preprocess1.1.weight'] = torch.zeros(3, 3, 1, 1)  # mis-shaped, outside every pruned module
+    sd['cells.2.extra.weight'] = torch.zeros(1)  # unexpected
+    del sd['classifier.bias']  # missing
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_strict(pruned, sd, 'run/checkpoint.pth')
+    err = info.value
+    assert err.missing == ['classifier.bias'] and err.unexpected == ['cells.2.extra.weight']
+    assert err.mis_shaped[0].startswith('cells.0.preprocess1.1.weight: checkpoint (3, 3, 1, 1) vs model')
+    assert 'run/checkpoint.pth' in str(err) and '1 missing, 1 unexpected, 1 mis-shaped' in str(err)
+    assert err.summary().startswith('missing 1: classifier.bias; unexpected 1: cells.2.extra.weight')

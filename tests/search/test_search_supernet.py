@@ -1,20 +1,14 @@
 """Supernet structure, DARTOpti initialisation and alpha parsing (sparse / edge / darts)."""
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from ddarts_zoo import genotypes as shipped  # noqa: E402
-from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE  # noqa: E402
-from search.supernet import (EmptyCellWarning, GhostBatchNorm2d, SearchCell, SuperNet, edge_index,  # noqa: E402
+from ddarts_zoo import genotypes as shipped
+from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE
+from search.supernet import (EmptyCellWarning, GhostBatchNorm2d, SearchCell, SuperNet, edge_index,
                              edge_pairs, num_edges, parse_cell, parse_genotype, resolve_op_names)
 
 OPS = list(DARTS_SPACE)  # max, avg, skip, sep3, sep5, dil3, dil5
@@ -42,7 +36,7 @@ def test_supernet_defaults_and_forward():
     # affine-free BN everywhere inside the cells, pools followed by BN
     bns = [m for m in net.cells.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(not m.affine and isinstance(m, GhostBatchNorm2d) for m in bns)
-    pool = net.cells[0].edges[0].ops[0]
+    pool = net.cells[0].sources[0].ops[0]      # max pool + BN, computed once per source state
     assert isinstance(pool[0], torch.nn.MaxPool2d) and isinstance(pool[1], torch.nn.BatchNorm2d)
     # the weight/alpha partition covers every parameter exactly once
     ids = {id(p) for p in net.weight_parameters()} | {id(p) for p in net.arch_parameters()}

@@ -1,4 +1,5 @@
-"""Registered timm models: construction, forward/backward, heads, features, cfgs, export paths."""
+"""Registered timm models: paper counts, pruning, heads, genotypes, drop-path, export paths (the generic timm
+contract for every name is in test_timm_contract.py)."""
 from __future__ import annotations
 
 import warnings
@@ -31,18 +32,45 @@ def test_registered_names():
     assert names == set(ALL_MODELS) | {'ddarts_genotype_cifar', 'ddarts_genotype'}
 
 
-@pytest.mark.parametrize('name, expected_m, aux', [
-    ('ddarts_dd1_cifar', 1.7, True),            # paper: DD-1, C=36, aux head counted
-    ('ddarts_do1_resnet18_cifar', 36.32, False),  # paper: DO-1-ResNet18, C=64
-    ('ddarts_do2_resnet18', 53.4, False),        # paper: DO-2-ResNet18 ImageNet
-    ('ddarts_do2_resnet50', 73.23, False),       # paper: DO-2-ResNet50 ImageNet
-])
+PAPER_COUNTS = [
+    ('ddarts_dd1_cifar', 1.7, True),            # paper Table 3: DD-1, C=36, aux head counted
+    ('ddarts_do1_resnet18_cifar', 36.32, False),  # paper Table 3: DO-1-ResNet18, C=64
+    ('ddarts_do2_resnet18', 53.4, False),        # paper Table 5: DO-2-ResNet18 ImageNet
+    ('ddarts_do2_resnet50', 73.23, False),       # paper Table 5: DO-2-ResNet50 ImageNet
+]
+
+
+@pytest.mark.parametrize('name, expected_m, aux', PAPER_COUNTS)
 def test_parameter_counts_match_paper(name, expected_m, aux):
-    kwargs = dict(auxiliary=True) if aux else {}
-    model = timm.create_model(name, **kwargs)
+    """The paper configuration (prune_unused_inputs=False) reproduces the published parameter counts."""
+    model = timm.create_model(name, auxiliary=aux, prune_unused_inputs=False)
+    assert model.pruned_modules == ()
     got = count_params(model, include_aux=aux) / 1e6
     decimals = len(str(expected_m).split('.')[1])
     assert round(got, decimals) == expected_m, f'{name}: {got:.4f}M'
+
+
+def _trained_count(model, x, aux):
+    """Parameters of ``model`` that receive a gradient from the logits (and the aux logits with ``aux``)."""
+    model.train()
+    logits, aux_logits = model.forward_train(x)
+    (logits.sum() + (aux_logits.sum() if aux else 0)).backward()
+    return sum(p.numel() for n, p in model.named_parameters() if p.grad is not None
+               and (aux or not n.startswith('aux_head.')))
+
+
+@pytest.mark.parametrize('name, expected_m, aux', PAPER_COUNTS)
+def test_default_parameter_counts_are_those_that_train(name, expected_m, aux):
+    """The default model holds exactly the paper model's parameters that receive a gradient (counted by
+    running a backward pass through the paper model, at a small input)."""
+    paper = timm.create_model(name, auxiliary=aux, prune_unused_inputs=False)
+    trained = _trained_count(paper, torch.randn(2, 3, 32, 32), aux)
+    model = timm.create_model(name, auxiliary=aux)
+    assert count_params(model, include_aux=aux) == trained
+    untrained = sum(p.numel() for n, p in paper.named_parameters() if n.startswith(model.pruned_modules))
+    assert count_params(paper, include_aux=aux) - trained == untrained
+    # of the models the paper counts, only DO-2-ResNet50 has a module without gradient (cell 1's input 1)
+    assert (untrained > 0) == (name == 'ddarts_do2_resnet50')
 
 
 def _reads(model, cell, k):
@@ -56,7 +84,7 @@ def _unused_input_params(model):
         for k in (0, 1):
             if not _reads(model, i, k):
                 out |= {f'cells.{i}.preprocess{k}.{n}' for n, _ in
-                        getattr(model.cells[i], f'preprocess{k}').named_parameters()}
+                        getattr(model.cells[i], f'preprocess{k}', torch.nn.Identity()).named_parameters()}
     return out
 
 
@@ -76,17 +104,19 @@ def _params_without_gradient(model):
 
 
 @pytest.mark.parametrize('name', ALL_MODELS)
-def test_forward_backward_every_parameter_gets_a_gradient(name):
-    """Narrow (C=8) versions of every model: identical structure, CPU-friendly."""
+def test_paper_configuration_lacks_gradients_exactly_where_the_default_prunes(name):
+    """Narrow (C=8) versions of every model: identical structure, CPU-friendly. The paper configuration leaves
+    without gradient exactly the parameters the genotype never reads (worked out here from the genotype) and
+    the default model's ``pruned_modules`` names exactly those."""
+    imagenet = name in IMAGENET_MODELS
+    # the ImageNet aux head needs >= 5x5 maps after the last reduction (224 px): only DD-4 runs it here
+    aux_head = not imagenet or name == 'ddarts_dd4'
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeadNodeWarning)
-        model = timm.create_model(name, auxiliary=True, init_channels=8)
+        model = timm.create_model(name, auxiliary=aux_head, init_channels=8, prune_unused_inputs=False)
+        default = timm.create_model(name, auxiliary=aux_head, init_channels=8)
     model.train()
-    imagenet = name in IMAGENET_MODELS
     x = _input(model, size=224 if name == 'ddarts_dd4' else (64 if imagenet else None), batch=2)
-    if imagenet and name != 'ddarts_dd4':
-        model.aux_head = None  # the ImageNet aux head needs >= 5x5 maps after the last reduction (224 px)
-        model.aux_index = -1
     logits, aux = model.forward_train(x)
     assert logits.shape == (2, model.num_classes)
     loss = logits.logsumexp(1).mean()
@@ -96,6 +126,9 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     loss.backward()
     without = {n for n, p in model.named_parameters() if p.grad is None}
     assert without == _params_without_gradient(model), name
+    assert without == {n for n, _ in model.named_parameters() if n.startswith(default.pruned_modules)}
+    assert set(default.state_dict()) == {
+        k for k in model.state_dict() if not k.startswith(default.pruned_modules)}
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.eval()
     with torch.no_grad():
@@ -103,43 +136,87 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
         assert model.forward_train(x[:1])[1] is None  # aux logits only in training
 
 
-@pytest.mark.parametrize('name', ['ddarts_dd5_cifar', 'ddarts_do2_resnet50_cifar'])
-def test_prune_unused_inputs_leaves_no_parameter_without_gradient(name):
-    full = timm.create_model(name, init_channels=8)
-    assert _unused_input_params(full)  # these genotypes have a cell input that no edge reads
-    model = timm.create_model(name, init_channels=8, prune_unused_inputs=True)
-    assert count_params(model) == count_params(full) - sum(
-        p.numel() for n, p in full.named_parameters() if n in _unused_input_params(full))
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
-    without = {n for n, p in model.named_parameters() if p.grad is None}
-    assert not _unused_input_params(model)
-    # what is left without a gradient are whole cells nothing reads (DD-5: reduction cell 6 feeds only the
-    # unread input of cell 7 and the auxiliary head)
-    assert without == _params_without_gradient(model)
-    assert bool(without) == (name == 'ddarts_dd5_cifar')
-
-
-@pytest.mark.parametrize('name', ALL_MODELS)
-def test_default_cfg_consistency(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeadNodeWarning)
-        model = timm.create_model(name).eval()
-    cfg = model.pretrained_cfg
-    keys = dict(model.state_dict())
-    assert f"{cfg['first_conv']}.weight" in keys
-    assert keys[f"{cfg['first_conv']}.weight"].shape[1] == cfg['input_size'][0]
-    assert f"{cfg['classifier']}.weight" in keys
-    assert keys[f"{cfg['classifier']}.weight"].shape[0] == cfg['num_classes'] == model.num_classes
+@pytest.mark.parametrize('name, aux, pruned', [
+    # DD-5: reduction cell 6 feeds only the unread input 1 of cell 7 and the auxiliary head
+    ('ddarts_dd5_cifar', False, ('cells.6.', 'cells.7.preprocess1.')),
+    ('ddarts_dd5_cifar', True, ('cells.7.preprocess1.',)),
+    ('ddarts_do2_resnet50_cifar', False, ('cells.1.preprocess1.',)),
+    # Xception: reduction cell 11 feeds only the unread input 1 of cell 12 and the auxiliary head
+    ('ddarts_do1_xception_cifar', False, ('cells.11.', 'cells.12.preprocess1.')),
+    ('ddarts_dd1_cifar', True, ()),
+])
+def test_default_prunes_what_no_output_reads_and_computes_the_same(name, aux, pruned):
+    paper = timm.create_model(name, init_channels=8, auxiliary=aux, prune_unused_inputs=False)
+    model = timm.create_model(name, init_channels=8, auxiliary=aux)
+    assert model.pruned_modules == pruned
+    assert bool(_unused_input_params(paper)) == any('preprocess' in p for p in pruned)
+    assert not _unused_input_params(model) and not _params_without_gradient(model)
+    dropped = {k for k in paper.state_dict() if k.startswith(pruned)}
+    assert set(model.state_dict()) == set(paper.state_dict()) - dropped
+    assert count_params(model) == count_params(paper) - sum(
+        p.numel() for n, p in paper.named_parameters() if n in dropped)
+    # the paper model's weights, less the pruned ones, give the same outputs (what they drop was never read)
+    model.load_state_dict({k: v for k, v in paper.state_dict().items() if k not in dropped}, strict=True)
+    paper.eval(), model.eval()
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        feats = model.forward_features(_input(model, batch=1))
-    assert tuple(feats.shape[-2:]) == tuple(cfg['pool_size'])
-    assert feats.shape[1] == model.num_features
-    if 'cifar' in name:
-        ds = shipped.get(model.genotype.name).meta['search_dataset']
-        expected = ddarts_zoo.data.DATASETS[ds]
-        assert cfg['mean'] == expected.mean and cfg['std'] == expected.std and cfg['input_size'][1:] == (32, 32)
-    else:
-        assert cfg['input_size'] == (3, 224, 224) and cfg['num_classes'] == 1000
+        assert torch.equal(model(x), paper(x))
+    model.train()
+    logits, aux_logits = model.forward_train(x)
+    (logits.sum() + (aux_logits.sum() if aux else 0)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_unread_cells_leave_feature_info_and_outputs_unchanged():
+    """The ResNet18 baseline genotype reads only input 0 in every cell (a chain 1 <- 3 that skips cells 0, 2):
+    the default model drops cells 0 and 2, and feature_info lists what it still computes."""
+    paper = timm.create_model('ddarts_genotype_cifar', genotype='resnet18', init_channels=8,
+                              prune_unused_inputs=False).eval()
+    model = timm.create_model('ddarts_genotype_cifar', genotype='resnet18', init_channels=8).eval()
+    assert model.pruned_modules == ('cells.0.', 'cells.1.preprocess1.', 'cells.2.', 'cells.3.preprocess1.')
+    assert [f['module'] for f in paper.feature_info] == ['cells.0', 'cells.1', 'cells.2', 'cells.3']
+    assert [(f['module'], f['reduction']) for f in model.feature_info] == [
+        ('stem', 1), ('cells.1', 2), ('cells.3', 8)]
+    model.load_state_dict({k: v for k, v in paper.state_dict().items()
+                           if not k.startswith(model.pruned_modules)})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), paper(x))
+        feats = model.forward_intermediates(x, intermediates_only=True)
+    assert torch.equal(feats[0], model.stem(x)) and [f.shape[-1] for f in feats] == [32, 16, 4]
+
+
+@pytest.mark.parametrize('stem_type, in_chans, channels', [('cifar', 3, 8), ('imagenet', 1, 8),
+                                                           ('imagenet_darts', 3, 6)])
+def test_build_stem_strides_and_channels(stem_type, in_chans, channels):
+    from ddarts_zoo.network import STEM_STRIDES, build_stem
+    stem = build_stem(stem_type, in_chans, channels, stem_multiplier=3)
+    x = torch.randn(2, in_chans, 64, 64)
+    s0 = s1 = None
+    for name, module in stem.modules.items():
+        s1 = module(x if s1 is None else s1)
+        s0 = s1 if s0 is None else s0
+        assert s1.shape[-1] == 64 // stem.strides[name]
+    assert 64 // s1.shape[-1] == STEM_STRIDES[stem_type]
+    assert (s0.shape[1], s1.shape[1]) == (stem.c_pp, stem.c_p)
+    assert stem.reduction_prev == (s0.shape[-1] == 2 * s1.shape[-1])
+    assert stem.c_p == (3 * channels if stem_type == 'cifar' else channels)
+    with pytest.raises(ValueError, match='stem_type'):
+        build_stem('huge', 3, 8)
+
+
+def test_info_shows_paper_and_trained_counts():
+    from ddarts_zoo.commands.info import format_rows, model_rows
+    rows = {r['model']: r for r in model_rows(['ddarts_dd1_cifar', 'ddarts_dd5_cifar'], with_macs=False)}
+    for name, row in rows.items():
+        paper = timm.create_model(name, prune_unused_inputs=False)
+        model = timm.create_model(name)
+        assert row['paper_params_m'] == count_params(paper, include_aux=False) / 1e6
+        assert row['params_m'] == count_params(model, include_aux=False) / 1e6
+    assert rows['ddarts_dd1_cifar']['params_m'] == rows['ddarts_dd1_cifar']['paper_params_m']
+    assert rows['ddarts_dd5_cifar']['params_m'] < rows['ddarts_dd5_cifar']['paper_params_m']
+    table = format_rows(list(rows.values()))
+    assert 'paper params (M)' in table.splitlines()[0]
 
 
 @pytest.mark.parametrize('name', ['ddarts_dd1_cifar', 'ddarts_do1_xception_cifar', 'ddarts_dd4',
@@ -162,25 +239,6 @@ def test_num_classes_in_chans_reset_classifier_and_unpooled(name):
         assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.num_features)
     unpooled_model = timm.create_model(name, num_classes=0, global_pool='', init_channels=8).eval()
     assert unpooled_model(_input(unpooled_model, size=64 if name in IMAGENET_MODELS else 32)).ndim == 4
-
-
-@pytest.mark.parametrize('name', ALL_MODELS)
-def test_features_only_shapes_and_strides(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeadNodeWarning)
-        model = timm.create_model(name, features_only=True, init_channels=8).eval()
-    size = 64 if name in IMAGENET_MODELS else 32
-    with torch.no_grad():
-        feats = model(_input(model, size=size, batch=1))
-    info = model.feature_info
-    reductions = info.reduction()
-    assert reductions == sorted(reductions) and len(set(reductions)) == len(reductions)
-    assert len(feats) == len(reductions)
-    for f, red, chs in zip(feats, reductions, info.channels()):
-        assert f.shape[1] == chs
-        assert f.shape[-1] == -(-size // red), (name, red, f.shape)
-    assert reductions[-1] == (32 if name in IMAGENET_MODELS else 2 ** len(
-        timm.create_model(name, init_channels=8).genotype.reductions))
 
 
 def test_features_only_out_indices():
@@ -210,8 +268,11 @@ def test_genotype_model_from_path_dict_and_object(tmp_path):
     for spec in (path, str(path), geno.to_dict(), geno, 'dd5'):
         model = timm.create_model('ddarts_genotype_cifar', genotype=spec, init_channels=8)
         assert model.genotype == geno
-    with pytest.raises(TypeError, match='genotype='):
-        timm.create_model('ddarts_genotype_cifar')
+    # without genotype=: the documented default (DD-1), so that timm's tools can build every registered name
+    for name in ('ddarts_genotype_cifar', 'ddarts_genotype'):
+        model = timm.create_model(name, init_channels=8)
+        assert model.genotype == shipped.get(ddarts_zoo.zoo.DEFAULT_GENOTYPE)
+    assert ddarts_zoo.zoo.DEFAULT_GENOTYPE == 'dd1'
 
 
 def test_imagenet_genotype_model_picks_stride_32_stem():
@@ -287,21 +348,6 @@ def test_group_matcher_and_no_weight_decay():
     groups = group_parameters(model, model.group_matcher(coarse=True))
     assert len(groups) == 1 + len(model.cells) + 1  # stem, cells, head
     assert isinstance(model.no_weight_decay(), set)
-
-
-@pytest.mark.parametrize('name', ALL_MODELS)
-def test_torchscript_and_fx_match_eager(name):
-    from torch.fx import symbolic_trace
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeadNodeWarning)
-        model = timm.create_model(name, init_channels=8).eval()
-    x = _input(model, size=64 if name in IMAGENET_MODELS else 32, batch=1)
-    with torch.no_grad():
-        ref = model(x)
-        scripted = torch.jit.script(model)
-        assert torch.allclose(scripted(x), ref, atol=1e-5)
-        traced = symbolic_trace(model)
-        assert torch.allclose(traced(x), ref, atol=1e-5)
 
 
 def test_onnx_export_runs_in_onnxruntime(tmp_path):

@@ -6,16 +6,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent('''
-    import sys
     import torch
-    sys.path.insert(0, {root!r})
+    from search.config import SearchConfig
     from search.presets import preset
-    from search.trainer import SearchConfig, Searcher
+    from search.searcher import Searcher
 
     records = []
 
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
     s = Searcher(cfg, step_callback=record)
     res = s.run()
     torch.save({{'alphas': records, 'written': s.written, 'world': s.ctx.world_size, 'rank': s.ctx.rank,
-                'weights': [p.detach().clone() for p in s.w_params],
+                'weights': [p.detach().clone() for p in s.steps.w_params],
                 'buffers': [b.clone() for b in s.net.buffers()],
                 'first_batch': next(iter(s.w_loader))[1].tolist(),
                 'genes': [list(map(tuple, g)) for g in res.genotypes['sparse'].genes]}},
@@ -41,12 +41,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_agree_and_only_rank0_writes(tmp_path):
     script = tmp_path / 'ddp_search.py'
-    script.write_text(SCRIPT.format(root=str(ROOT), out=str(tmp_path)))
+    script.write_text(SCRIPT.format(out=str(tmp_path)))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc-per-node', '2',
            '--master-addr', '127.0.0.1', '--master-port', str(free_port()), str(script)]
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = torch.load(tmp_path / 'rank0.pt', weights_only=False)

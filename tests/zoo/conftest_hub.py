@@ -1,7 +1,7 @@
 """A local Hugging Face Hub for the tests: olah serving git repositories fully offline on 127.0.0.1.
 
-Use it from a test module with ``pytest_plugins = ['conftest_hub']`` (tests/ is on ``sys.path`` under pytest's
-default rootdir-relative import mode) or by importing the fixtures.
+Test modules in tests/zoo/ import its fixtures (``from conftest_hub import hub, hub_env``): pytest's default
+import mode puts a test module's folder on ``sys.path``.  Tests using them are marked ``hub``.
 
 * ``hub`` (session): the published export folders of :mod:`ddarts_zoo.weights` are committed as git
   repositories (branch ``main``) under ``<tmp>/mirrors/models/ddarts-zoo/<model>.<tag>``, plus a repo whose

@@ -14,13 +14,14 @@ import timm
 import torch
 
 import ddarts_zoo  # noqa: F401
-from ddarts_zoo.hub import (CorruptWeightsError, PretrainedWeightsError, WeightsMismatchError,
-                            WeightsUnavailableError, export_model, publish_folder)
+from ddarts_zoo.export import export_model, publish_folder
+from ddarts_zoo.pretrained import (CorruptWeightsError, PretrainedWeightsError, WeightsMismatchError,
+                                   WeightsUnavailableError)
 from ddarts_zoo.weights import PRETRAINED_TAGS, PUBLISHED, TAG_MODEL_ARGS, local_weights_dir, published_tags
 
 from conftest_hub import CORRUPT_REPO, free_port, hub, hub_env  # noqa: F401  (fixtures)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DD1 = 'ddarts_dd1_cifar.digits'
 DD5 = 'ddarts_dd5_cifar.digits'
 pytestmark = pytest.mark.skipif(not PRETRAINED_TAGS, reason='no published weights in ddarts_zoo/weights/')
@@ -36,7 +37,7 @@ def digits_top1(model: torch.nn.Module) -> float:
     ds = build_dataset('digits', 'test')
     model.eval()
     logits = torch.cat([model(ds.images[i:i + 128]) for i in range(0, len(ds), 128)])
-    return 100.0 * int((logits.argmax(1) == ds.labels).sum()) / len(ds)  # as search/train.py computes it
+    return 100.0 * int((logits.argmax(1) == ds.labels).sum()) / len(ds)  # as `ddarts-zoo train` computes it
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module, skip: str = '') -> bool:
@@ -46,8 +47,8 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module, skip: str = '') -> bool
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_published_tags_are_registered_and_consistent():
-    from ddarts_zoo import hub as hub_module, weights
-    assert hub_module.HUB_ORG == weights.HUB_ORG
+    from ddarts_zoo import weights
+    assert weights.HUB_ORG == 'ddarts-zoo'  # the one organisation of the published repos
     assert DD1 in PRETRAINED_TAGS and DD5 in PRETRAINED_TAGS
     assert set(timm.list_pretrained('ddarts_*')) >= {DD1, DD5}
     assert published_tags('ddarts_dd1_cifar') == [DD1]
@@ -80,6 +81,8 @@ def test_local_dir_needs_no_server():
 
 
 # ---------------------------------------------------------------------------------------------- Hub path
+@pytest.mark.hub
+@pytest.mark.slow
 def test_tag_downloads_through_hub_and_reproduces_accuracy(hub, tmp_path):
     """A fresh interpreter with HF_ENDPOINT set before anything imports huggingface_hub."""
     code = textwrap.dedent(f'''
@@ -99,6 +102,7 @@ def test_tag_downloads_through_hub_and_reproduces_accuracy(hub, tmp_path):
     assert f'models--ddarts-zoo--{DD1}' in out['cached']
 
 
+@pytest.mark.hub
 def test_in_process_hub_names(hub_env):
     tagged = timm.create_model(DD5, pretrained=True)
     by_repo = timm.create_model(f'hf-hub:ddarts-zoo/{DD5}', pretrained=True)
@@ -109,6 +113,7 @@ def test_in_process_hub_names(hub_env):
     assert Path(constants.HF_HUB_CACHE, f'models--ddarts-zoo--{DD5}').is_dir()
 
 
+@pytest.mark.hub
 def test_server_listens_on_loopback_only(hub):
     port = int(hub.endpoint.rsplit(':', 1)[1])
     tables = [Path('/proc/net/tcp'), Path('/proc/net/tcp6')]
@@ -125,6 +130,7 @@ def test_server_listens_on_loopback_only(hub):
     assert listening and set(listening) <= {'0100007F'}, listening  # 127.0.0.1 only
 
 
+@pytest.mark.hub
 def test_warm_cache_works_offline(hub_env, monkeypatch):
     from huggingface_hub import constants
     online = timm.create_model(DD1, pretrained=True)
@@ -135,6 +141,7 @@ def test_warm_cache_works_offline(hub_env, monkeypatch):
     assert 'HF_HUB_OFFLINE' in msg and f'ddarts-zoo/{DD5}' in msg
 
 
+@pytest.mark.hub
 def test_features_only_with_pretrained_weights(hub_env):
     feats = timm.create_model(DD1, pretrained=True, features_only=True, out_indices=(0, 1, 2))
     full = timm.create_model(f'local-dir:{local_weights_dir(DD1)}', pretrained=True).eval()
@@ -147,6 +154,7 @@ def test_features_only_with_pretrained_weights(hub_env):
         assert torch.equal(outs[-1], full.forward_features(x))
 
 
+@pytest.mark.hub
 def test_other_num_classes_reinitialises_the_classifier(hub_env):
     model = timm.create_model(DD1, pretrained=True, num_classes=5)
     ref = timm.create_model(f'local-dir:{local_weights_dir(DD1)}', pretrained=True)
@@ -163,6 +171,7 @@ def _raises_fast(exc, limit_s: float = 8.0, **create_kwargs):
     return str(info.value)
 
 
+@pytest.mark.hub
 def test_unreachable_hub_fails_fast_with_the_alternatives(hub_env, monkeypatch):
     from huggingface_hub import constants
     dead = f'http://127.0.0.1:{free_port()}'
@@ -173,12 +182,14 @@ def test_unreachable_hub_fails_fast_with_the_alternatives(hub_env, monkeypatch):
         assert part in msg, (part, msg)
 
 
+@pytest.mark.hub
 def test_missing_repo_names_repo_and_endpoint(hub_env):
     msg = _raises_fast(WeightsUnavailableError, model_name=DD1, pretrained=True,
                        pretrained_cfg_overlay=dict(hf_hub_id='ddarts-zoo/not-there'))
     assert 'ddarts-zoo/not-there' in msg and hub_env.endpoint in msg and 'does not exist' in msg
 
 
+@pytest.mark.hub
 def test_truncated_file_on_the_hub_names_the_file(hub_env):
     msg = _raises_fast(CorruptWeightsError, model_name=DD1, pretrained=True,
                        pretrained_cfg_overlay=dict(hf_hub_id=CORRUPT_REPO))
@@ -205,6 +216,26 @@ def test_shape_mismatch_names_the_keys():
                           pretrained_cfg_overlay=dict(file=str(local_weights_dir(DD1) / 'model.safetensors')))
     msg = str(info.value)
     assert 'stem.0.weight' in msg and 'model_args' in msg
+
+
+def test_hub_errors_are_recognised_by_type_not_by_name():
+    import httpx
+    from huggingface_hub import errors
+    from safetensors import SafetensorError
+
+    from ddarts_zoo.pretrained import pretrained_errors
+    for exc, translated in ((errors.LocalEntryNotFoundError('not in the cache'), WeightsUnavailableError),
+                            (errors.OfflineModeIsEnabled('offline'), WeightsUnavailableError),
+                            (httpx.ConnectError('connection refused'), WeightsUnavailableError),
+                            (SafetensorError('bad file'), CorruptWeightsError)):
+        with pytest.raises(translated) as info:
+            with pretrained_errors(DD1, None):
+                raise exc
+        assert info.value.__cause__ is exc
+    impostor = type('RepositoryNotFoundError', (Exception,), {})('same name, another type')
+    with pytest.raises(type(impostor)):
+        with pretrained_errors(DD1, None):
+            raise impostor
 
 
 def test_architecture_without_weights():
@@ -236,11 +267,11 @@ def test_export_round_trip_and_atomic_replace(tmp_path, monkeypatch):
     # model arguments must be JSON; a failure half-way leaves the previous folder untouched
     with pytest.raises(TypeError):
         export_model(model, out, model_name='ddarts_dd2_cifar', model_args=dict(bad=object()), dataset='cifar10')
-    import ddarts_zoo.hub as hub_module
+    import ddarts_zoo.export as export_module
 
     def broken_card(**kwargs):
         raise RuntimeError('disk full')
-    monkeypatch.setattr(hub_module, 'model_card', broken_card)
+    monkeypatch.setattr(export_module, 'model_card', broken_card)
     with pytest.raises(RuntimeError, match='disk full'):
         export_model(model, out, model_name='ddarts_dd2_cifar', model_args=dict(init_channels=4), dataset='cifar10')
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']

@@ -10,14 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ddarts_zoo.genotype import Genotype
+from search.checkpoint import load_checkpoint
+from search.config import SearchConfig
+from search.presets import preset
+from search.searcher import Searcher, should_stop_early
+from search.step import NonFiniteLossError
 
-from ddarts_zoo.genotype import Genotype  # noqa: E402
-from search.presets import preset  # noqa: E402
-from search.trainer import (NonFiniteLossError, SearchConfig, Searcher, load_checkpoint,  # noqa: E402
-                            should_stop_early)
+ROOT = Path(__file__).resolve().parents[2]
+KILLED_RUN = '''
+import sys, time
+from search.run import build_parser, config_from_args
+from search.searcher import Searcher
+cfg = config_from_args(build_parser().parse_args(sys.argv[1:]))
+Searcher(cfg, step_callback=lambda searcher, epoch, step: time.sleep(0.4)).run()   # paced: killed mid-epoch
+'''
 
 
 def tiny(tmp_path, name, **kw):
@@ -60,12 +67,12 @@ def test_seeded_runs_are_identical_and_write_their_outputs(tmp_path):
         Searcher(tiny(tmp_path, 'a'))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_genotype(tmp_path):
     """Kill a run with SIGKILL in the middle of epoch 2, resume it, compare with an uninterrupted run."""
-    args = [sys.executable, str(ROOT / 'search' / 'run.py'), '--preset', 'tiny', '--epochs', '3', '--out',
-            str(tmp_path), '--name', 'killed', '--no-progress', '--no-plots', '--no-tensorboard',
-            '--debug-step-delay', '0.4']
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    args = [sys.executable, '-c', KILLED_RUN, '--preset', 'tiny', '--epochs', '3', '--out', str(tmp_path),
+            '--name', 'killed', '--no-progress', '--no-plots', '--no-tensorboard']
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt = tmp_path / 'killed' / 'checkpoint.pt'
     deadline = time.time() + 240
@@ -119,7 +126,7 @@ def test_dartopti_pretraining_distance_and_early_stop(tmp_path):
     cfg = tiny(tmp_path, 'opti', baseline=str(base), ops='darts', pretrain_epochs=2, epochs=20, early_stop=True,
                early_stop_from=4, early_stop_patience=2, max_steps_per_epoch=2, eval=False)
     s = Searcher(cfg, distance_fn=fake_distance)
-    assert s.net.cell_groups == (0, 1, 0) and len(s.agents) == 2
+    assert s.net.cell_groups == (0, 1, 0) and len(s.steps.agents) == 2
     before = [a.detach().clone() for a in s.net.alphas]
     res = s.run()
     assert res.stopped_early and res.epochs_completed == 4     # epochs 1-2 pre-training, stop at epoch 4
@@ -153,15 +160,15 @@ def small_searcher(tmp_path, name, **kw):
 
 def test_amp_bf16_step_on_cpu(tmp_path):
     s, x, y = small_searcher(tmp_path, 'amp', amp=True)
-    with s._autocast():
+    with s.steps.autocast():
         assert s.net(x).dtype == torch.bfloat16
     before = [a.detach().clone() for a in s.net.alphas]
-    res = s.arch_step(x, y, 0, 0)
+    res = s.steps.arch_step(x, y, 0, 0)
     assert res is not None and res.finite and res.mc is not None and torch.isfinite(res.mc).all()
     assert all(not torch.equal(b, a.detach()) for b, a in zip(before, s.net.alphas))
     assert all(a.dtype == torch.float32 for a in s.net.alphas)
-    w = s.weight_step(x, y, 0, 0)
-    assert w is not None and w[0] == w[0]
+    w = s.steps.weight_step(x, y, 0, 0)
+    assert w is not None and torch.isfinite(w.loss)
 
 
 def test_non_finite_loss_is_detected(tmp_path):
@@ -169,20 +176,20 @@ def test_non_finite_loss_is_detected(tmp_path):
     x_bad = x.clone()
     x_bad[0, 0, 0, 0] = float('nan')
     with pytest.raises(NonFiniteLossError, match=r'non-finite architecture loss .*epoch 1, step 1'):
-        s.arch_step(x_bad, y, 0, 0)
+        s.steps.arch_step(x_bad, y, 0, 0)
     with pytest.raises(NonFiniteLossError, match='non-finite weight loss'):
-        s.weight_step(x_bad, y, 0, 0)
+        s.steps.weight_step(x_bad, y, 0, 0)
 
     s, x, y = small_searcher(tmp_path, 'nan-skip', nonfinite='skip', max_nonfinite=2)
     before = [a.detach().clone() for a in s.net.alphas]
-    weights = [p.detach().clone() for p in s.w_params]
-    assert s.arch_step(x_bad, y, 0, 0) is None and s.weight_step(x_bad, y, 0, 1) is None
+    weights = [p.detach().clone() for p in s.steps.w_params]
+    assert s.steps.arch_step(x_bad, y, 0, 0) is None and s.steps.weight_step(x_bad, y, 0, 1) is None
     assert all(torch.equal(b, a.detach()) for b, a in zip(before, s.net.alphas))      # skipped: nothing moved
-    assert all(torch.equal(b, p.detach()) for b, p in zip(weights, s.w_params))
-    assert s.nonfinite_skipped == 2
+    assert all(torch.equal(b, p.detach()) for b, p in zip(weights, s.steps.w_params))
+    assert s.steps.nonfinite_skipped == 2
     with pytest.raises(NonFiniteLossError, match='exceed --max-nonfinite 2'):
-        s.arch_step(x_bad, y, 0, 2)
-    assert s.arch_step(x, y, 0, 3) is not None                                           # healthy data steps
+        s.steps.arch_step(x_bad, y, 0, 2)
+    assert s.steps.arch_step(x, y, 0, 3) is not None                                           # healthy data steps
 
 
 def test_missing_cifar_is_a_clear_error(tmp_path):

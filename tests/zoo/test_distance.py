@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import ddarts_zoo
 from ddarts_zoo import genotypes
 from ddarts_zoo.distance import (
-    architecture_distance, cell_distance, cell_distances, distance_matrix, edge_distance, edge_row,
-    encode_cell, encode_genotype, genotype_steps, num_edges, op_weights,
+    architecture_distance, cell_distance, cell_distances, distance_matrix, edge_distance, encode_cell,
+    encode_genotype, genotype_steps, op_weights,
 )
-from ddarts_zoo.genotype import Genotype, GenotypeError
+from ddarts_zoo.genotype import Genotype, GenotypeError, edge_index, num_edges
 
-# The 12-op order of SPEC section 1, written out here on purpose (independent of ddarts_zoo.ops).
+# The 12 DARTOpti ops (paper Sec. 4.4, Table 1) in the encoding's column order, written out here on purpose
+# (independent of ddarts_zoo.ops).
 OPS12 = ['conv_3x1_1x3', 'conv_7x1_1x7', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
          'simple_conv_1x1', 'simple_conv_3x3', 'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3',
          'dil_conv_5x5', 'bottleneck_1x3x1']
@@ -88,7 +89,7 @@ def _unique_rows(cell):
 # ---------------------------------------------------------------------------- reference values
 def test_resnet18_vs_resnet50_is_the_paper_value():
     d = architecture_distance('resnet18', 'resnet50')
-    assert round(d, 3) == 0.084  # paper Sec. 5.4 / SPEC section 6: 0.0836
+    assert round(d, 3) == 0.084  # paper Sec. 5.4: 0.084 (0.0836 before rounding)
     assert abs(d - 0.0836) < 5e-5
     # Closed form: every cell pair leaves {bottleneck + skip} rows whose nearest ResNet18 row is
     # {skip}: the bottleneck weight alone (larger than simple_conv_3x3's, the other candidate).
@@ -101,9 +102,9 @@ def test_op_weights_follow_the_dartopti_order():
     np.testing.assert_array_equal(op_weights({op: 1.0 for op in OPS12}), np.ones(12))
 
 
-def test_edge_row_layout():
+def test_edge_index_layout():
     # rows (2,0) (2,1) | (3,0) (3,1) (3,2) | (4,0) ... : sum_{n<to-2}(n+2) + from
-    assert [edge_row(2, 0), edge_row(2, 1), edge_row(3, 0), edge_row(3, 2), edge_row(4, 0), edge_row(5, 4)] \
+    assert [edge_index(2, 0), edge_index(2, 1), edge_index(3, 0), edge_index(3, 2), edge_index(4, 0), edge_index(5, 4)] \
         == [0, 1, 2, 4, 5, 13]
     assert [num_edges(s) for s in (1, 2, 4, 6)] == [2, 5, 14, 27]
     g = genotypes.get('resnet50')
@@ -183,7 +184,7 @@ def test_nodes_beyond_concat_enlarge_the_encoding():
     assert genotype_steps(g) == 5
     cells = encode_genotype(g)
     assert [m.shape for m in cells] == [(20, 12), (20, 12)]
-    assert cells[0][edge_row(6, 2), OPS12.index('skip_connect')] == 10.0
+    assert cells[0][edge_index(6, 2), OPS12.index('skip_connect')] == 10.0
     same_with_room = Genotype(g.genes, [], concat=(2, 3, 4, 5, 6))
     assert architecture_distance(g, same_with_room) == 0.0
     assert architecture_distance(g, 'dd1') == architecture_distance(same_with_room, 'dd1')

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddarts_zoo import genotypes as shipped
-from ddarts_zoo.genotype import DeadNodeWarning, Edge, Genotype, GenotypeError, load_genotype, parse_official
+from ddarts_zoo.genotype import DeadNodeWarning, Edge, Genotype, GenotypeError, parse_official
+from ddarts_zoo.genotypes import load_genotype
 from ddarts_zoo.genotypes.build import EMPTY_CELL_REPAIRS, SOURCES, build_all
 from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE
 

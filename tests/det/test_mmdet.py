@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.filterwarnings('ignore:.*instance named of visualizer has been created'),  # 2 runners
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / 'detection_configs'
 RETINANET_COCO = CONFIGS / 'retinanet_ddarts-do2-resnet18_fpn_1x_coco.py'
 MASKRCNN_CITYSCAPES = CONFIGS / 'mask-rcnn_ddarts-do2-resnet18_fpn_1x_cityscapes.py'
@@ -82,6 +82,7 @@ def _synthetic_batch(size: int = 128, with_mask: bool = False, num_classes: int 
 
 
 # ---------------------------------------------------------------------------------------------- import
+@pytest.mark.slow
 def test_import_ddarts_zoo_does_not_import_mmdet():
     code = ('import sys, ddarts_zoo, timm; timm.create_model("ddarts_dd1_cifar"); '
             'heavy = [m for m in ("mmdet", "mmengine", "mmcv") if m in sys.modules]; '

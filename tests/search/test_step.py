@@ -1,0 +1,102 @@
+"""The step's mechanics: one fused Adam for every alpha group, device-side statistics, CUDA graphs."""
+import pytest
+import torch
+
+from search.arch_optimizer import ArchOptimizer
+from search.config import SearchConfig
+from search.presets import preset
+from search.reference import build_agents
+from search.searcher import Searcher
+from search.supernet import SuperNet
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+def random_grads(net, step):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(a.shape, generator=g) * (k + 1) for k, a in enumerate(net.alphas)]
+
+
+@pytest.mark.parametrize('groups', [None, [0, 0, 2]])
+def test_one_multi_tensor_adam_equals_one_adam_per_group(groups):
+    nets = [SuperNet(10, in_chans=1, channels=2, layers=3, steps=2, cell_groups=groups) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = ArchOptimizer(nets[0].arch_parameters(), lr=3e-2, epochs=5, lr_min=1e-3)
+    per_group = build_agents(nets[1], lr=3e-2, epochs=5, lr_min=1e-3)
+    for step in range(9):
+        for a, g in zip(nets[0].alphas, random_grads(nets[0], step)):
+            a.grad = g
+        fused.optimizer.step()
+        for agent, g in zip(per_group, random_grads(nets[1], step)):
+            agent.alpha.grad = g
+            agent.optimizer.step()
+        if step % 3 == 2:   # an epoch ends: every group's cosine schedule advances
+            fused.scheduler.step()
+            for agent in per_group:
+                agent.scheduler.step()
+        assert [g['lr'] for g in fused.optimizer.param_groups] == \
+            [a.optimizer.param_groups[0]['lr'] for a in per_group]
+    for a, b in zip(nets[0].alphas, nets[1].alphas):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), (a - b).abs().max()
+    assert max(float(a.detach().abs().max()) for a in nets[0].alphas) > 0.1   # they did move
+
+
+def tiny(tmp_path, name, **kw):
+    values = dict(preset('tiny'), out=str(tmp_path), name=name, progress=False, tensorboard=False, plots=False,
+                  preset='tiny')
+    values.update(kw)
+    return SearchConfig(**values)
+
+
+def test_epoch_statistics_equal_per_step_host_reads(tmp_path):
+    """The device-side statistics give the epoch means that reading every step's numbers gives."""
+    s = Searcher(tiny(tmp_path, 'stats', max_steps_per_epoch=4))
+    seen = {'arch': [], 'weight': []}
+    arch_step, weight_step = s.steps.arch_step, s.steps.weight_step
+
+    def arch(*args):
+        res = arch_step(*args)
+        if res is not None:   # the old way: host numbers at every step
+            cells = res.ce.item() + s.cfg.w01 * res.l01.double()[[s.net.group_ids.index(g) for g in s.net.cell_groups]]
+            seen['arch'].append((res.ce.item(), int(res.correct), res.count,
+                                 (cells + s.cfg.w_abl * res.abl.double()).tolist(), res.l01.tolist(), res.mc.tolist()))
+        return res
+
+    def weight(*args):
+        res = weight_step(*args)
+        seen['weight'].append((float(res.loss), int(res.correct), res.count))
+        return res
+
+    s.steps.arch_step, s.steps.weight_step = arch, weight
+    rec = s.train_epoch(0)
+    n = len(seen['arch'])
+    assert n == 4 and len(seen['weight']) == 4
+    assert rec['train_loss'] == pytest.approx(sum(w[0] for w in seen['weight']) / 4)
+    assert rec['train_acc'] == pytest.approx(sum(w[1] for w in seen['weight']) / sum(w[2] for w in seen['weight']))
+    assert rec['arch_ce'] == pytest.approx(sum(a[0] for a in seen['arch']) / n)
+    assert rec['arch_acc'] == pytest.approx(sum(a[1] for a in seen['arch']) / sum(a[2] for a in seen['arch']))
+    for key, col in (('cell_loss', 3), ('l01', 4), ('mc', 5)):
+        expected = [sum(a[col][i] for a in seen['arch']) / n for i in range(len(seen['arch'][0][col]))]
+        assert rec[key] == pytest.approx(expected), key
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize('loss', ['fair', 'ablation'])
+def test_cuda_graph_steps_equal_eager_steps(tmp_path, loss):
+    runs = {}
+    for graphs in (False, True):
+        s = Searcher(tiny(tmp_path, f'{loss}-{graphs}', device='cuda', loss=loss, cuda_graphs=graphs))
+        batches = [tuple(t.cuda() for t in b) for b, _ in zip(s.a_loader, range(6))]
+        mcs = []
+        for k, (x, y) in enumerate(batches):   # 2 warm-up calls, the capture, then replays
+            res = s.steps.arch_step(x, y, 0, k)
+            mcs.append(None if res.mc is None else res.mc.clone())
+            s.steps.weight_step(x, y, 0, k)
+        runs[graphs] = (s, mcs)
+    (eager, mc_e), (graphed, mc_g) = runs[False], runs[True]
+    assert graphed.steps.graphs and not eager.steps.graphs
+    for a, b in zip(eager.net.state_dict().values(), graphed.net.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(mc_e, mc_g):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-6)
