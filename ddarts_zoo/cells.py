@@ -3,8 +3,6 @@
 Layers are ``nn.Sequential`` / ``nn.ModuleList`` children in a fixed order because that order fixes the
 state-dict layout (and so checkpoint conversion, see :mod:`ddarts_zoo.convert`).
 """
-from __future__ import annotations
-
 from typing import List, Sequence
 
 import torch

@@ -4,8 +4,8 @@
 / ``feature_info`` / ``forward_intermediates`` ...) and is scriptable, FX-traceable and ONNX-exportable.
 Registered timm models live in :mod:`ddarts_zoo.zoo`; :func:`build_stem` is shared with the search supernet.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx copies forward()'s annotations into the code it
+# generates, and TorchScript cannot read them back as strings (timm's FX + TorchScript test).
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch

@@ -169,7 +169,8 @@ DARTOPTI_SPACE: Tuple[str, ...] = (
     'conv_3x1_1x3', 'conv_7x1_1x7', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect', 'simple_conv_1x1',
     'simple_conv_3x3', 'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5', 'bottleneck_1x3x1',
 )
-"""The 12-op DARTOpti space, in alpha-column order (also the distance metric's weight order)."""
+"""The 12-op DARTOpti space (DARTS's 7 and 5 new operations, paper Sec. 4.4), in alpha-column order
+(also the distance metric's weight order, paper Table 1)."""
 
 OP_SPACES: Dict[str, Tuple[str, ...]] = {'darts': DARTS_SPACE, 'dartopti': DARTOPTI_SPACE}
 

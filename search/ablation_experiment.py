@@ -1,4 +1,4 @@
-"""Does the ablation loss help once it has a gradient?  ``fair`` vs ``ablation`` vs ``ablation-grad``, one command.
+"""Does the ablation loss help once it has a gradient?  fair, ablation and ablation-grad, one command.
 
 ``python search/ablation_experiment.py [--device cuda] [--seeds 0 1 2] [--out runs/ablation]``
 
@@ -30,18 +30,21 @@ from search.losses import LOSSES  # noqa: E402
 
 MC_LOSSES = ('ablation', 'ablation-grad')
 SEARCH_DEFAULTS: Dict[str, Any] = dict(preset='quick', layers=4, channels=4, epochs=4, batch_size=32)
-TRAIN_DEFAULTS: Dict[str, Any] = dict(init_channels=8, epochs=10)
+TRAIN_DEFAULTS: Dict[str, Any] = dict(init_channels=8, epochs=8)   # 8: the recipe's digits default
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python search/ablation_experiment.py', description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(prog='python search/ablation_experiment.py',
+                                description=__doc__.split('\n\n')[0])
     p.add_argument('--out', type=Path, default=Path('runs/ablation'), help='output folder (runs/ablation)')
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='search and training seeds (0 1 2)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                   help='search and training seeds (0 1 2)')
     p.add_argument('--losses', nargs='+', choices=list(LOSSES), default=['fair', 'ablation', 'ablation-grad'])
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     p.add_argument('--threads', type=int, default=1, help='intra-op CPU threads (1)')
     g = p.add_argument_group('search (on top of the preset; any other search option via --search-args)')
-    g.add_argument('--preset', default=SEARCH_DEFAULTS['preset'], help='search preset (quick: digits at 8 px)')
+    g.add_argument('--preset', default=SEARCH_DEFAULTS['preset'],
+                   help='search preset (quick: digits at 8 px)')
     g.add_argument('--layers', type=int, default=SEARCH_DEFAULTS['layers'], help='cells (4)')
     g.add_argument('--channels', type=int, default=SEARCH_DEFAULTS['channels'], help='search width C (4)')
     g.add_argument('--epochs', type=int, default=SEARCH_DEFAULTS['epochs'], help='search epochs (4)')
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--search-args', type=json.loads, default={}, help='JSON of further search options')
     g = p.add_argument_group('training of the found genotypes (ddarts-zoo train, digits defaults otherwise)')
     g.add_argument('--train-channels', type=int, default=TRAIN_DEFAULTS['init_channels'], help='width C (8)')
-    g.add_argument('--train-epochs', type=int, default=TRAIN_DEFAULTS['epochs'], help='epochs (10)')
+    g.add_argument('--train-epochs', type=int, default=TRAIN_DEFAULTS['epochs'],
+                   help="epochs (8, the recipe's default on digits)")
     return p
 
 
@@ -75,12 +79,14 @@ def run_search(args: argparse.Namespace, loss: str, seed: int) -> Dict[str, Any]
     if not (run_dir / 'genotype.json').exists():
         searcher = Searcher(resume=run_dir) if (run_dir / 'config.json').exists() else Searcher(cfg)
         searcher.run()
-    history = [json.loads(line) for line in (run_dir / 'epochs.jsonl').read_text().splitlines() if line.strip()]
+    lines = (run_dir / 'epochs.jsonl').read_text().splitlines()
+    history = [json.loads(line) for line in lines if line.strip()]
     genotype = json.loads((run_dir / 'genotype.json').read_text())
     steps = sum(h['steps'] for h in history if h['phase'] == 'search')
     search_s = sum(h['time_s'] for h in history)
     return {'loss': loss, 'seed': seed, 'run_dir': str(run_dir), 'genotype': str(run_dir / 'genotype.json'),
-            'genes': genotype['genes'], 'search_s': search_s, 'steps': steps, 's_per_step': search_s / max(steps, 1),
+            'genes': genotype['genes'], 'search_s': search_s, 'steps': steps,
+            's_per_step': search_s / max(steps, 1),
             'mc': [h.get('mc') for h in history], 'epochs': [h['epoch'] for h in history]}
 
 
@@ -91,9 +97,10 @@ def train_genotype(args: argparse.Namespace, record: Dict[str, Any]) -> Dict[str
     metrics = out / 'metrics.json'
     if not metrics.exists():
         from ddarts_zoo.cli import main as ddarts_zoo_main
-        argv = ['train', '--genotype', record['genotype'], '--dataset', 'digits', '--init-channels', str(args.train_channels),
-                '--epochs', str(args.train_epochs), '--seed', str(record['seed']), '--device', args.device,
-                '--threads', str(args.threads), '--out', str(out), '--no-progress']
+        argv = ['train', '--genotype', record['genotype'], '--dataset', 'digits',
+                '--init-channels', str(args.train_channels), '--epochs', str(args.train_epochs),
+                '--seed', str(record['seed']), '--device', args.device, '--threads', str(args.threads),
+                '--out', str(out), '--no-progress']
         code = ddarts_zoo_main(argv)   # `ddarts-zoo train ...`
         if code or not metrics.exists():
             raise SystemExit(f'training {record["genotype"]} failed (exit {code}); see {out}')
@@ -112,23 +119,26 @@ def results_table(records: List[Dict[str, Any]], args: argparse.Namespace, devic
     lines = [f'Search: preset `{args.preset}` (digits, 8 px), {args.layers} cells, C={args.channels}, '
              f'{args.epochs} epochs, batch {args.batch_size}'
              + (f', {json.dumps(args.search_args)}' if args.search_args else '')
-             + f'; training: `ddarts-zoo train` recipe on digits, C={args.train_channels}, {args.train_epochs} '
-             f'epochs; held-out = the digits test split (359 images); seeds {" ".join(map(str, args.seeds))}; '
-             f'{device}, {args.threads} thread(s).', '',
-             'Search (s): the epochs\' step loops (evaluation excluded), mean over seeds; std: sample std over seeds.',
+             + f'; training: `ddarts-zoo train` recipe on digits, C={args.train_channels}, '
+             f'{args.train_epochs} epochs; held-out = the digits test split (359 images); seeds '
+             f'{" ".join(map(str, args.seeds))}; {device}, {args.threads} thread(s).', '',
+             "Search (s): the epochs' step loops (evaluation excluded), mean over seeds; "
+             'std: sample std over seeds.',
              '',
              '| loss | held-out top-1 (%) mean ± std | per seed | search (s) | s / search step |',
              '|---|---:|---|---:|---:|']
     for loss in args.losses:
         rows = [r for r in records if r['loss'] == loss]
         accs = [r['top1'] for r in rows]
-        seeds = ', '.join(f'{r["top1"]:.2f}' + (f' (={r["same_as"]})' if r.get('same_as') else '') for r in rows)
-        lines.append(f'| {loss} | {_mean_std(accs)} | {seeds} | {statistics.mean(r["search_s"] for r in rows):.1f} '
-                     f'| {statistics.mean(r["s_per_step"] for r in rows):.3f} |')
+        seeds = ', '.join(f'{r["top1"]:.2f}' + (f' (={r["same_as"]})' if r.get('same_as') else '')
+                          for r in rows)
+        search_s = statistics.mean(r['search_s'] for r in rows)
+        per_step = statistics.mean(r['s_per_step'] for r in rows)
+        lines.append(f'| {loss} | {_mean_std(accs)} | {seeds} | {search_s:.1f} | {per_step:.3f} |')
     same = [r for r in records if r.get('same_as')]
     if same:
-        lines += ['', '(=fair): that search found exactly the genotype of the `fair` search with the same seed (the '
-                      'ablation term adds no gradient), so its training was not repeated.']
+        lines += ['', '(=fair): that search found exactly the genotype of the `fair` search with the same '
+                      'seed (the ablation term adds no gradient), so its training was not repeated.']
     return '\n'.join(lines) + '\n'
 
 
@@ -136,6 +146,7 @@ def plot_marginal_contributions(records: List[Dict[str, Any]], path: Path) -> Op
     """Each cell's marginal contribution per epoch (mean over seeds), one panel per loss that logs it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     losses = [loss for loss in MC_LOSSES if any(r['loss'] == loss for r in records)]
     if not losses:
         return None
@@ -154,6 +165,7 @@ def plot_marginal_contributions(records: List[Dict[str, Any]], path: Path) -> Op
             line, = ax.plot(epochs, mean, marker='.', label=f'cell {i}')
             ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.15)
         ax.axhline(0.0, color='k', lw=0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f'--loss {loss}' + (' (no gradient)' if loss == 'ablation' else ' (differentiated)'))
         ax.set_xlabel('epoch')
         ax.grid(alpha=0.3)
@@ -168,7 +180,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    device = torch.cuda.get_device_name() if args.device.startswith('cuda') else f'CPU ({os.cpu_count()} cores)'
+    cuda = args.device.startswith('cuda')
+    device = (torch.cuda.get_device_name(torch.device(args.device)) if cuda
+              else f'CPU ({os.cpu_count()} cores)')
     t0 = time.time()
     records: List[Dict[str, Any]] = []
     for seed in args.seeds:
@@ -181,14 +195,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 metrics = train_genotype(args, rec)
                 rec.update(top1=metrics['top1'], train=str(args.out / 'train' / f'{loss}-seed{seed}'))
             records.append(rec)
-            print(f'seed {seed} {loss:13s}: held-out top-1 {rec["top1"]:.2f} %, search {rec["search_s"]:.0f} s '
-                  f'({rec["s_per_step"]:.3f} s/step)' + (f' [= {rec["same_as"]} genotype]' if rec.get('same_as')
-                                                          else ''), flush=True)
+            twin_note = f' [= {rec["same_as"]} genotype]' if rec.get('same_as') else ''
+            print(f'seed {seed} {loss:13s}: held-out top-1 {rec["top1"]:.2f} %, '
+                  f'search {rec["search_s"]:.0f} s ({rec["s_per_step"]:.3f} s/step){twin_note}', flush=True)
     table = results_table(records, args, device)
     atomic_write(args.out / 'results.md', table)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    atomic_write(args.out / 'results.json', json.dumps({'settings': settings, 'device': device, 'records': records,
-                                                        'wall_s': time.time() - t0}, indent=1) + '\n')
+    summary = {'settings': settings, 'device': device, 'records': records, 'wall_s': time.time() - t0}
+    atomic_write(args.out / 'results.json', json.dumps(summary, indent=1) + '\n')
     plot_marginal_contributions(records, args.out / 'marginal_contributions.png')
     print(table + f'\nwritten to {args.out} in {time.time() - t0:.0f} s')
     return 0

@@ -17,6 +17,7 @@ peak RSS.  The speed-up column divides the authors' time by the row's time (same
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -50,7 +51,7 @@ keeps the ablated passes' graphs as well."""
 
 def _default_authors_path(name: str) -> Path:
     """``.bench/NAME`` inside the repository (a GPU machine's copy) if present, else ``../shared/...``."""
-    local = _ROOT / '.bench' / Path(name).name
+    local = _ROOT / '.bench' / name.replace('reference/', '')
     return local if local.exists() else (_ROOT.parent / 'shared' / name)
 
 
@@ -60,10 +61,11 @@ def _project_step(impl: str, loss: str, net: SuperNet, args: argparse.Namespace,
     searcher's own :class:`~search.step.SearchSteps`, or its architecture update replaced by the authors'
     cost structure (``reference``: one backward pass and one Adam per cell)."""
     cfg = SearchConfig(loss=loss, amp=args.amp, amp_dtype=args.amp_dtype, device=args.device,
-                       cuda_graphs=args.cuda_graphs and impl == 'project', layers=args.cells, channels=args.C)
+                       cuda_graphs=args.cuda_graphs and impl == 'project', layers=args.cells, channels=args.C,
+                       mc_batched=args.mc_batched)
     steps = SearchSteps(net, cfg, DistContext(device=dev))
     agents = build_agents(net) if impl == 'reference' else None
-    counter = iter(range(10 ** 9))
+    counter = itertools.count()
 
     def step(xa, ya, xw, yw) -> None:
         k = next(counter)
@@ -141,7 +143,9 @@ def _worker_cmd(impl: str, loss: str, args: argparse.Namespace) -> List[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', impl, loss]
     for k in ('device', 'amp_dtype', 'batch', 'C', 'cells', 'classes', 'steps', 'warmup', 'threads'):
         cmd += [f'--{k.replace("_", "-")}', str(getattr(args, k))]
-    return cmd + (['--amp'] if args.amp else []) + (['--cuda-graphs'] if args.cuda_graphs else [])
+    cmd += ['--amp'] if args.amp else []
+    cmd += ['--cuda-graphs'] if args.cuda_graphs else []
+    return cmd + ([] if args.mc_batched is None else ['--mc-batched' if args.mc_batched else '--no-mc-batched'])
 
 
 def measure(impl: str, loss: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -172,10 +176,13 @@ def table(results: List[Dict[str, Any]], args: argparse.Namespace, device_name: 
     """Markdown table: s/step, peak memory and the authors' time / the row's time, per loss."""
     authors = {r['loss']: r for r in results if r['impl'] == 'authors' and r.get('s_per_step')}
     mem = 'peak GPU memory (max_memory_allocated)' if args.device.startswith('cuda') else 'peak RSS'
-    prec = (f'AMP {args.amp_dtype}' if args.amp else 'fp32') + (' (this project: CUDA graphs)' if args.cuda_graphs else '')
+    prec = f'AMP {args.amp_dtype}' if args.amp else 'fp32'
+    prec += ' (this project: CUDA graphs)' if args.cuda_graphs else ''
+    prec += '' if args.mc_batched is None else f', mc_batched={args.mc_batched}'
     lines = [f'Search step on {device_name}, {args.threads} thread(s): {args.cells} cells, C={args.C}, batch '
              f'{args.batch}, {args.classes} classes, 3x32x32, {prec}; mean of {args.steps} steps', '',
-             f'| implementation | loss | s / step | {mem} (MiB) | authors / this (time) |', '|---|---|---:|---:|---:|']
+             f'| implementation | loss | s / step | {mem} (MiB) | authors / this (time) |',
+             '|---|---|---:|---:|---:|']
     for r in results:
         ref = authors.get(r['loss'] if r['loss'] in AUTHORS_LOSSES else 'ablation')
         ratio = ref['s_per_step'] / r['s_per_step'] if ref and r.get('s_per_step') else None
@@ -198,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None,
                    help='this project\'s AMP dtype (default: float16 on CUDA, bfloat16 on CPU)')
     p.add_argument('--cuda-graphs', action='store_true', help="this project's step replayed as CUDA graphs")
+    p.add_argument('--mc-batched', action=argparse.BooleanOptionalAction, default=None,
+                   help="this project's marginal-contribution reruns stacked into one batch (default: by size)")
     p.add_argument('--loss', nargs='+', choices=list(LOSSES), default=['fair', 'ablation'])
     p.add_argument('--impl', nargs='+', choices=IMPLS, default=['project', 'authors'])
     p.add_argument('--batch', type=int, default=None, help='default: 72 on CUDA, 16 on CPU (issue #10 settings)')
@@ -219,13 +228,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     cuda = args.device.startswith('cuda')
     if cuda and not torch.cuda.is_available():
         raise SystemExit(f'--device {args.device}: CUDA is not available on this machine')
+    if args.cuda_graphs and not cuda:
+        raise SystemExit('--cuda-graphs needs --device cuda')
     args.amp_dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
     args.batch = args.batch or (72 if cuda else 16)
     args.classes = args.classes or (100 if cuda else 10)
     if args.worker:
         print(json.dumps(run_project(args.worker[0], args.worker[1], args)))
         return 0
-    device_name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else f'CPU ({os.cpu_count()} cores)'
+    device_name = (torch.cuda.get_device_name(torch.device(args.device)) if cuda
+                   else f'CPU ({os.cpu_count()} cores)')
     results = [measure(impl, loss, args) for loss in args.loss for impl in args.impl]
     print(table(results, args, device_name))
     if args.json:

@@ -1,11 +1,13 @@
 """Search cells of the D-DARTS supernet (paper Sec. 4.1): every edge mixes all candidate operations.
 
-Edge ``(to, src)`` outputs ``sum_k w[edge, k] * op_k(h_src)`` with ``w = sigmoid(alpha)`` (FairDARTS-style
-sigmoid mixing, paper Sec. 3).  :class:`MixedOp` computes one edge.  Every state ``h`` of a cell feeds one
-edge to each later node, all with the same stride, so :class:`SourceOps` computes the edges leaving ``h``
-together: one ReLU, one (grouped) convolution holding the filters of every target node, one BN over every
-target's channels (BN is per channel: the same numbers as separate BNs, running statistics included) and
-the parameter-free ops (pools, identity) once.  :meth:`SearchCell.fuse_` turns the per-edge form into the
+Edge ``(to, src)`` outputs ``sum_k w[edge, k] * op_k(h_src)`` with ``w = sigmoid(alpha)`` (FairDARTS
+sigmoid mixing, paper Sec. 3, Eq. 3).  :class:`MixedOp` computes one edge.  Every state ``h`` of a cell feeds
+one edge to each later node, all with the same stride, so :class:`SourceOps` computes the edges leaving
+``h`` together (and those leaving the two cell inputs, ready at the same time, together too): one ReLU, one
+grouped convolution holding the filters of every edge, one BN over every edge's channels (BN is per
+channel: the same numbers as separate BNs, running statistics included), each parameter-free op (pools,
+identity) once.  The per-edge BNs after a pool all normalise the same tensor, so they always hold the same
+running statistics: one BN per state keeps them.  :meth:`SearchCell.fuse_` turns the per-edge form into the
 fused one with the same parameters and statistics.
 """
 from __future__ import annotations
@@ -86,8 +88,9 @@ def _stack_conv(convs: Sequence[nn.Conv2d], inputs: int) -> nn.Conv2d:
     """One conv doing ``convs`` on ``inputs`` inputs stacked along channels (each conv reads one of them)."""
     c = convs[0]
     with torch.device('meta'):
-        conv = nn.Conv2d(inputs * c.in_channels, len(convs) * c.out_channels, c.kernel_size, c.stride, c.padding,
-                         c.dilation, inputs * c.groups, bias=c.bias is not None, padding_mode=c.padding_mode)
+        conv = nn.Conv2d(inputs * c.in_channels, len(convs) * c.out_channels, c.kernel_size, c.stride,
+                         c.padding, c.dilation, inputs * c.groups, bias=c.bias is not None,
+                         padding_mode=c.padding_mode)
     conv.weight = _param([m.weight for m in convs])
     if c.bias is not None:
         conv.bias = _param([m.bias for m in convs])
@@ -102,7 +105,7 @@ def _load_stacked_bn(bn: nn.BatchNorm2d, bns: Sequence[nn.BatchNorm2d], perm: Op
 
     def cat(name: str) -> torch.Tensor:
         x = torch.cat([getattr(b, name).detach() for b in bns])
-        return (x if perm is None else x[perm]).clone()
+        return (x if perm is None else x[perm.to(x.device)]).clone()
 
     for name in ('running_mean', 'running_var'):
         if getattr(bns[0], name) is not None:
@@ -123,7 +126,7 @@ def _stack_bn(bns: Sequence[nn.BatchNorm2d], perm: Optional[torch.Tensor] = None
 
 
 def _stack_sequential(seqs: Sequence[nn.Module], sources: int) -> Optional[Tuple[nn.Sequential, bool]]:
-    """``(ReLU, Conv2d, ...)`` op of every edge -> (the layers after the ReLU, stacked; reads repeated input?).
+    """``(ReLU, Conv2d, ...)`` op of every edge -> (its layers after the ReLU stacked, reads repeated input?).
 
     ``None`` unless the op is a sequence of ReLU / Conv2d / BatchNorm2d layers starting with ReLU, Conv2d.
     A dense first conv reads ``relu(h)`` of each source once for all its targets; a grouped one (depthwise)
@@ -167,7 +170,8 @@ _CHANNELWISE = (nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.ReLU
 def _stack_parameter_free(mods: Sequence[nn.Module]) -> Optional[nn.Module]:
     """A parameter-free, channel-wise op (pools, identity, affine-free BN) of each source -> one op on the
     sources stacked along channels; ``None`` for other ops."""
-    if any(True for _ in mods[0].parameters()) or not all(isinstance(m, _CHANNELWISE) for m in mods[0].modules()):
+    first = mods[0]
+    if any(True for _ in first.parameters()) or not all(isinstance(m, _CHANNELWISE) for m in first.modules()):
         return None
     if len(mods) == 1:
         return mods[0]
@@ -190,20 +194,20 @@ class SourceOps(nn.Module):
     """The candidate ops of every edge leaving ``S`` states (1, or the 2 cell inputs), for all ``T`` targets.
 
     Built from ``edges[s][t]`` (:class:`MixedOp` modules).  ``forward(states)`` returns
-    ``[T, ops, S, batch, C, H, W]``.  Kinds: ``shared`` (parameter-free, computed once per source), ``relu`` /
+    ``[T, batch, ops, S, C, H, W]``.  Kinds: ``shared`` (parameter-free, computed once per source), ``relu`` /
     ``repeat`` (stacked along channels, reading ``relu(h)`` once or repeated per target), ``reduce`` (a
     stride-2 ``FactorizedReduce`` stacked per source) and ``each`` (any other op, run once per edge).
     """
 
     def __init__(self, edges: Sequence[Sequence[MixedOp]], sources: Sequence[int]) -> None:
         super().__init__()
-        self.sources, self.targets = len(edges), len(edges[0])
+        self.num_sources, self.num_targets = len(edges), len(edges[0])
         ops, kinds = [], []
         for k in range(len(edges[0][0].ops)):
             per_source = [[e.ops[k] for e in row] for row in edges]
             flat = [m for row in per_source for m in row]
-            stacked = _stack_sequential(flat, self.sources)
             shared = _stack_parameter_free([row[0] for row in per_source])
+            stacked = None if shared is not None else _stack_sequential(flat, self.num_sources)
             if shared is not None:
                 for src, row in zip(sources, per_source):
                     _check_same_state(row, f'edges from node {src}, op {k}')
@@ -222,7 +226,7 @@ class SourceOps(nn.Module):
         self.kinds: Tuple[str, ...] = tuple(kinds)
 
     def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        s, t = self.sources, self.targets
+        s, t = self.num_sources, self.num_targets
         x = states[0] if s == 1 else torch.cat(list(states), 1)
         relu = repeated = None
         outs = []
@@ -236,12 +240,24 @@ class SourceOps(nn.Module):
                                  for fr, h in zip(op, states)], 1)
             else:
                 relu = F.relu(x) if relu is None else relu
-                if kind == 'repeat' and repeated is None:
-                    b, _, hh, ww = relu.shape
-                    repeated = relu.unflatten(1, (s, 1, -1)).expand(-1, -1, t, -1, -1, -1).reshape(b, -1, hh, ww)
+                if kind == 'repeat' and repeated is None:   # relu(h) once per target: channels (S, T, C)
+                    repeated = relu.unflatten(1, (s, 1, -1)).expand(-1, -1, t, -1, -1, -1).flatten(1, 3)
                 y = op(repeated if kind == 'repeat' else relu).unflatten(1, (s, t, -1))
-            outs.append(y.permute(2, 1, 0, 3, 4, 5))          # [T, S, B, C, H, W]
-        return torch.stack(outs, 1)
+            outs.append(y.permute(2, 0, 1, 3, 4, 5))          # [B, S, T, C, H, W] -> [T, B, S, C, H, W]
+        return torch.stack(outs, 2)
+
+
+def _mix(y: torch.Tensor, w: torch.Tensor, sources: int) -> torch.Tensor:
+    """``sum over (op, source)`` of ``w * y`` as one batched matrix product -> ``[T, B, C, H, W]``.
+
+    ``y``: ``[T, B, ops, S, C, H, W]``; ``w``: ``[(S, T), ops]`` or, per sample, ``[B, (S, T), ops]``.
+    """
+    t, b = y.shape[:2]
+    if w.dim() == 3:
+        w = w.unflatten(1, (sources, t)).permute(2, 0, 3, 1).reshape(t, b, 1, -1)   # [T, B, 1, ops * S]
+    else:
+        w = w.unflatten(0, (sources, t)).permute(1, 2, 0).reshape(t, 1, 1, -1)      # [T, 1, 1, ops * S]
+    return torch.matmul(w, y.flatten(4).flatten(2, 3)).view((t, b) + y.shape[4:])
 
 
 class SearchCell(nn.Module):
@@ -288,9 +304,8 @@ class SearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights``: ``[edges x ops]``, or ``[batch x edges x ops]`` for per-sample mixing."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        per_sample = weights.dim() == 3
         if not self.fused:
-            row = 0
+            per_sample, row = weights.dim() == 3, 0
             for _ in range(self.steps):
                 node = None
                 for h in states:
@@ -303,16 +318,10 @@ class SearchCell(nn.Module):
         w = weights.index_select(-2, self.source_rows)
         start, acc = 0, None
         for k, ops in enumerate(self.sources):
-            n = ops.sources * ops.targets
-            ws = w[..., start:start + n, :]
+            n = ops.num_sources * ops.num_targets
+            y = ops(states[:2] if k == 0 else states[-1:])                     # [T, B, ops, S, C, H, W]
+            mixed = _mix(y, w[..., start:start + n, :].to(y.dtype), ops.num_sources)
             start += n
-            y = ops(states[:2] if k == 0 else states[-1:])                     # [T, ops, S, B, C, H, W]
-            if per_sample:   # ws [B, (S, T), ops] -> [T, ops, S, B]
-                ws = ws.unflatten(1, (ops.sources, -1)).permute(2, 3, 1, 0)
-                mixed = (y * ws[..., None, None, None]).sum((1, 2))
-            else:            # one matrix product per target: [1, ops * S] x [ops * S, B * C * H * W]
-                ws = ws.unflatten(0, (ops.sources, -1)).permute(1, 2, 0).reshape(ops.targets, 1, -1).to(y.dtype)
-                mixed = torch.bmm(ws, y.flatten(3).flatten(1, 2)).view(y.shape[:1] + y.shape[3:])
             acc = mixed if acc is None else acc[1:] + mixed
             states.append(acc[0])
         return torch.cat(states[-self.multiplier:], dim=1)

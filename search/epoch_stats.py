@@ -68,7 +68,8 @@ class EpochStats:
         if not self.weight_rows:
             return {}
         loss, correct = torch.stack(self.weight_rows).sum(0).tolist()
-        return {'loss': f'{loss / len(self.weight_rows):.3f}', 'acc': f'{correct / max(sum(self.weight_counts), 1):.3f}'}
+        count = max(sum(self.weight_counts), 1)
+        return {'loss': f'{loss / len(self.weight_rows):.3f}', 'acc': f'{correct / count:.3f}'}
 
     def record(self, searching: bool, with_mc: bool, logs: Optional[Any] = None) -> Dict[str, Any]:
         """The epoch's means (keys of the run's history); also writes the per-step scalars to ``logs``."""

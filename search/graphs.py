@@ -76,6 +76,7 @@ class GraphedCall:
             self.before_capture()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._stream):
+        # thread_local: a data loader's pin-memory thread may allocate while this thread captures
+        with torch.cuda.graph(graph, stream=self._stream, capture_error_mode='thread_local'):
             self.static_output = self.fn(*self.static_inputs)
         self.graph = graph

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
-    'LOSSES', 'MC_LOSSES', 'upcast', 'zero_one_loss', 'ablation_losses', 'random_mixing_weights', 'frozen_bn_stats',
+    'LOSSES', 'MC_LOSSES', 'upcast', 'zero_one_loss', 'ablation_losses', 'random_mixing_weights',
+    'frozen_bn_stats',
     'marginal_contributions', 'marginal_contributions_full', 'architecture_objective', 'alpha_entropy',
     'AblationGradients', 'ablation_gradients',
 ]
@@ -53,11 +54,13 @@ def ablation_losses(mc: torch.Tensor) -> torch.Tensor:
     """``L_abl_i = -(mc_i - mean(mc)) / mean(mc)`` for every cell (all zeros when ``mean(mc) == 0``)."""
     mean = mc.mean()
     zero = mean == 0   # a device flag, not a branch: no host sync (CUDA graphs can capture it)
-    return torch.where(zero, torch.zeros_like(mc), -(mc - mean) / torch.where(zero, torch.ones_like(mean), mean))
+    safe_mean = torch.where(zero, torch.ones_like(mean), mean)
+    return torch.where(zero, torch.zeros_like(mc), -(mc - mean) / safe_mean)
 
 
 def alpha_entropy(alpha: torch.Tensor) -> torch.Tensor:
-    """Mean binary entropy (nats) of ``sigmoid(alpha)``: ``log 2`` undecided, 0 when every weight is 0 or 1."""
+    """Mean binary entropy (nats) of ``sigmoid(alpha)``: ``log 2`` undecided, 0 when every weight is 0 or 1.
+    """
     p = torch.sigmoid(alpha.detach().double())
     h = -(p * torch.log(p.clamp_min(1e-300)) + (1 - p) * torch.log((1 - p).clamp_min(1e-300)))
     return h.mean()
@@ -79,7 +82,8 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     Used for the ablated passes, whose random mixing weights would otherwise leak into the running
     statistics the supernet is evaluated with.
     """
-    changed = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.training]
+    changed = [m for m in module.modules()
+               if isinstance(m, _BatchNorm) and m.track_running_stats and m.training]
     for m in changed:
         m.track_running_stats = False
     try:
@@ -168,7 +172,8 @@ def marginal_contributions(net: nn.Module, states: Sequence[torch.Tensor], targe
     return full - losses.double()
 
 
-def marginal_contributions_full(net: nn.Module, x: torch.Tensor, target: torch.Tensor, full_loss: torch.Tensor,
+def marginal_contributions_full(net: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                                full_loss: torch.Tensor,
                                 random_weights: Sequence[torch.Tensor],
                                 weights: Optional[Sequence[torch.Tensor]] = None, keep_graph: bool = False,
                                 return_losses: bool = True) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -198,7 +203,8 @@ def marginal_contributions_full(net: nn.Module, x: torch.Tensor, target: torch.T
 
 def architecture_objective(ce: torch.Tensor, alphas: Sequence[torch.Tensor], w01: float,
                            abl: Optional[torch.Tensor] = None, w_abl: float = 0.0) -> torch.Tensor:
-    """``L_CE + sum_g w01 * L01_g + w_abl * sum_i L_abl_i``: its gradient w.r.t. ``alpha_g`` is ``dL_g/d alpha_g``.
+    """``L_CE + sum_g w01 * L01_g + w_abl * sum_i L_abl_i``: its gradient w.r.t. ``alpha_g`` is
+    ``dL_g/d alpha_g``.
 
     ``alphas`` are the alpha groups (one per cell, or one per group of identical DARTOpti cells: a group is
     one agent, with one loss ``L_g = L_CE + w01 * L01_g + w_abl * mean_{i in g} L_abl_i``).  ``abl`` holds the
@@ -210,7 +216,6 @@ def architecture_objective(ce: torch.Tensor, alphas: Sequence[torch.Tensor], w01
     if abl is not None and w_abl:
         total = total + w_abl * abl.detach().to(ce.dtype).sum()
     return total
-
 
 
 class AblationGradients(NamedTuple):
@@ -230,22 +235,27 @@ def _add(acc: Dict[int, torch.Tensor], key: int, grad: Optional[torch.Tensor]) -
 
 def _push(states: Sequence[torch.Tensor], acc: Dict[int, torch.Tensor], inputs: Sequence[torch.Tensor],
           retain_graph: bool) -> List[torch.Tensor]:
-    """Gradients w.r.t. ``inputs`` of ``sum_k <acc[k], states[k]>`` through the full pass's graph (zeros if unused)."""
+    """Gradients w.r.t. ``inputs`` of ``sum_k <acc[k], states[k]>`` through the full pass's graph (zeros
+    where unused)."""
     merged: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
     for k, g in acc.items():   # the CIFAR stem feeds one tensor as states[0] and states[1]
         t = states[k]
         merged[id(t)] = (t, g if id(t) not in merged else merged[id(t)][1] + g)
     outs = [t for t, _ in merged.values()]
+    if not outs:
+        return [torch.zeros_like(a) for a in inputs]
     grads = torch.autograd.grad(outs, list(inputs), [g.to(t.dtype) for t, g in merged.values()],
-                                retain_graph=retain_graph, allow_unused=True) if outs else [None] * len(inputs)
+                                retain_graph=retain_graph, allow_unused=True)
     return [torch.zeros_like(a) if g is None else g for a, g in zip(inputs, grads)]
 
 
-def ablation_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor, random_weights: Sequence[torch.Tensor],
-                       *, w01: float, w_abl: float, autocast: Optional[Callable[[], ContextManager]] = None,
+def ablation_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       random_weights: Sequence[torch.Tensor], *, w01: float, w_abl: float,
+                       autocast: Optional[Callable[[], ContextManager]] = None,
                        scale: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                       mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> AblationGradients:
-    """``dL_g / d alpha_g`` for every alpha group with the ablation term differentiated (``--loss ablation-grad``).
+                       mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                       ) -> AblationGradients:
+    """``dL_g / d alpha_g`` of every alpha group, the ablation term differentiated (``--loss ablation-grad``).
 
     Exact, never more than one ablated graph alive: a no-grad full pass records the cell inputs; each rerun
     from them (cell ``j`` off, BN statistics frozen) starts from leaves and is backpropagated at once,
@@ -269,8 +279,8 @@ def ablation_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor, random_
     # E_j = L_CE(cell j off); we need, per group g: sum_j dE_j/d alpha_g and sum_{j in g} dE_j/d alpha_g
     direct_all = [torch.zeros_like(a) for a in alphas]
     direct_own = [torch.zeros_like(a) for a in alphas]
-    acc_all: Dict[int, torch.Tensor] = {}                                   # state index -> sum_j dE_j/d state
-    acc_own: Dict[int, Dict[int, torch.Tensor]] = {k: {} for k in set(group_of)}   # same, reruns of group g only
+    acc_all: Dict[int, torch.Tensor] = {}                           # state index -> sum_j dE_j/d state
+    acc_own: Dict[int, Dict[int, torch.Tensor]] = {k: {} for k in set(group_of)}   # reruns of group k only
     if finite:
         with frozen_bn_stats(net):
             for j in range(n):
@@ -298,11 +308,13 @@ def ablation_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor, random_
     if not finite:
         return AblationGradients([None] * len(alphas), ce, logits, mc)
 
+    m = float(mc.mean())
+    if not math.isfinite(m):   # an ablated pass diverged: no usable gradient (the caller skips the step)
+        return AblationGradients([torch.full_like(a, float('nan')) for a in alphas], ce, logits, mc)
     full_states: List[torch.Tensor] = []
     with frozen_bn_stats(net), autocast():   # the same pass again, now with its graph
         ce_graph = _ce(net(x, net.mixing_weights(), states=full_states), y)
-    m = float(mc.mean())
-    active = bool(w_abl) and m != 0.0 and math.isfinite(m)
+    active = bool(w_abl) and m != 0.0
     g_ce = torch.autograd.grad(scale(ce_graph), alphas, retain_graph=active)
     l01 = torch.autograd.grad(scale(w01 * sum(zero_one_loss(a) for a in alphas)), alphas) if w01 else None
     grads = [g_ce[k] + (l01[k] if l01 else 0) for k in range(len(alphas))]

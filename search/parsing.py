@@ -82,7 +82,7 @@ def parse_genotype(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], 
     info.update(parsing=method, threshold=threshold if method != 'darts' else None, steps=steps)
     if empty:
         info['empty_cells'] = empty
-        warnings.warn(f'{method} parsing (threshold {threshold}): cell(s) {empty} kept no operation and became '
-                      f'a skip_connect from the previous cell', EmptyCellWarning, stacklevel=2)
+        warnings.warn(f'{method} parsing (threshold {threshold}): cell(s) {empty} kept no operation and '
+                      f'became a skip_connect from the previous cell', EmptyCellWarning, stacklevel=2)
     concat = tuple(range(2 + steps - multiplier, 2 + steps))
     return Genotype(genes, tuple(reductions), concat, name, info)

@@ -265,7 +265,7 @@ class Searcher:
             bar.close()
         rec = {'epoch': epoch + 1, 'phase': phase, 'steps': n_steps, 'lr': steps.w_opt.param_groups[0]['lr'],
                'arch_lr': steps.arch.lrs[0] if searching else None}
-        rec.update(stats.record(searching, with_mc=cfg.loss != 'fair', logs=self.logs))
+        rec.update(stats.record(searching, with_mc=cfg.loss in MC_LOSSES, logs=self.logs))
         rec['time_s'] = time.time() - t0
         return rec
 

@@ -28,8 +28,8 @@ from ddarts_zoo.utils.dist import DistContext, allreduce_mean_
 from .arch_optimizer import ArchOptimizer
 from .config import SearchConfig
 from .graphs import GraphedCall
-from .losses import LOSSES, ablation_gradients, ablation_losses, architecture_objective, marginal_contributions, \
-    random_mixing_weights, upcast, zero_one_loss
+from .losses import LOSSES, MC_LOSSES, ablation_gradients, ablation_losses, architecture_objective, \
+    marginal_contributions, random_mixing_weights, upcast, zero_one_loss
 from .supernet import SuperNet
 
 __all__ = ['NonFiniteLossError', 'CellAgent', 'cell_agents', 'ArchGradients', 'architecture_gradients',
@@ -187,7 +187,8 @@ class SearchSteps:
         self._weight_call: Callable[..., Tuple[torch.Tensor, torch.Tensor]] = self._weight_compute
         if self.graphs:
             self._arch_call = GraphedCall(self._arch_compute, warmup=2)
-            self._weight_call = GraphedCall(self._weight_compute, warmup=2, before_capture=self._drop_weight_grads)
+            self._weight_call = GraphedCall(self._weight_compute, warmup=2,
+                                            before_capture=self._drop_weight_grads)
 
     def autocast(self) -> ContextManager:
         # the autocast weight cache must be off while a CUDA graph is captured
@@ -253,7 +254,8 @@ class SearchSteps:
         return architecture_gradients(self.net, x, y, loss=cfg.loss, w01=cfg.w01, w_abl=cfg.w_abl,
                                       random_weights=list(random_weights) or None, autocast=self.autocast,
                                       scale=self.a_scaler.scale if self.a_scaler.is_enabled() else None,
-                                      mc_reduce=None if self.graphs else self._mc_reduce, mc_batched=cfg.mc_batched)
+                                      mc_reduce=None if self.graphs else self._mc_reduce,
+                                      mc_batched=cfg.mc_batched)
 
     def _mc_reduce(self, mc: torch.Tensor) -> torch.Tensor:
         """The marginal contributions averaged across ranks (a collective; identity in one process)."""
@@ -266,7 +268,7 @@ class SearchSteps:
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, global_step: int = 0
                   ) -> Optional[ArchGradients]:
         """One architecture update of every cell; returns the statistics (None when skipped)."""
-        rand = random_mixing_weights(self.net, self.mc_gen) if self.cfg.loss != 'fair' else []
+        rand = random_mixing_weights(self.net, self.mc_gen) if self.cfg.loss in MC_LOSSES else []
         res = self._arch_call(x, y, *rand)
         if self.graphs and res.mc is not None and self.ctx.enabled:   # collectives run outside the graph
             mc = self._mc_reduce(res.mc)
@@ -282,7 +284,8 @@ class SearchSteps:
             agent.alpha.grad = None
         self.a_scaler.update()   # float16: grows the scale, or lowers it after an overflow
         if not (loss_ok and grads_ok):
-            self._skip('architecture' if not loss_ok else 'alpha', loss_ok, self.a_scaler, epoch, step, global_step)
+            what = 'architecture' if not loss_ok else 'alpha'
+            self._skip(what, loss_ok, self.a_scaler, epoch, step, global_step)
             return None
         return res
 

@@ -83,9 +83,10 @@ class SuperNet(nn.Module):
             module per edge (the plain form, same numbers; :meth:`fuse_` converts it).
     """
 
-    def __init__(self, num_classes: int, in_chans: int = 3, channels: int = 16, layers: int = 8, steps: int = 4,
-                 multiplier: int = 4, stem_multiplier: int = 3, op_names: 'str | Sequence[str]' = DARTS_SPACE,
-                 reductions: Optional[Sequence[int]] = None, stem: str = 'cifar',
+    def __init__(self, num_classes: int, in_chans: int = 3, channels: int = 16, layers: int = 8,
+                 steps: int = 4, multiplier: int = 4, stem_multiplier: int = 3,
+                 op_names: 'str | Sequence[str]' = DARTS_SPACE, reductions: Optional[Sequence[int]] = None,
+                 stem: str = 'cifar',
                  cell_groups: Optional[Sequence[int]] = None,
                  alpha_init: Optional[Sequence[torch.Tensor]] = None, fused: bool = True) -> None:
         super().__init__()
@@ -132,7 +133,8 @@ class SuperNet(nn.Module):
         shape = (num_edges(steps), len(self.op_names))
         alphas = []
         for k, g in enumerate(self.group_ids):
-            init = torch.zeros(shape) if alpha_init is None else torch.as_tensor(alpha_init[k], dtype=torch.float32)
+            init = (torch.zeros(shape) if alpha_init is None
+                    else torch.as_tensor(alpha_init[k], dtype=torch.float32))
             if tuple(init.shape) != shape:
                 raise ValueError(f'alpha_init for group {g} has shape {tuple(init.shape)}, expected {shape}')
             alphas.append(nn.Parameter(init.clone()))
@@ -143,7 +145,8 @@ class SuperNet(nn.Module):
         return all(c.fused for c in self.cells)
 
     def fuse_(self) -> 'SuperNet':
-        """Turn per-edge cells (``fused=False``) into fused ones in place, keeping every parameter and statistic."""
+        """Turn per-edge cells (``fused=False``) into fused ones in place, with the same parameters and
+        statistics (e.g. to load a per-edge state dict, then fuse)."""
         for cell in self.cells:
             cell.fuse_()
         return self
@@ -178,7 +181,7 @@ class SuperNet(nn.Module):
 
     def forward_from(self, start: int, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
                      states: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        """Run cells ``start ..`` on inputs ``(s0, s1)`` and the classifier; optionally record cell outputs."""
+        """Run cells ``start ..`` on inputs ``(s0, s1)`` and the classifier; optionally record the outputs."""
         for i in range(start, self.layers):
             s0, s1 = s1, self.cells[i](s0, s1, weights[i])
             if states is not None:
@@ -217,8 +220,8 @@ class SuperNet(nn.Module):
     def genotype(self, method: str = 'sparse', threshold: float = 0.85, name: Optional[str] = None,
                  meta: Optional[Dict[str, object]] = None) -> Genotype:
         """Parse the current alphas (see :func:`parse_genotype`); reductions are the ones this net uses."""
-        return parse_genotype(self.cell_weights(), self.op_names, self.steps, self.multiplier, self.reductions,
-                              method, threshold, name=name, meta=meta)
+        return parse_genotype(self.cell_weights(), self.op_names, self.steps, self.multiplier,
+                              self.reductions, method, threshold, name=name, meta=meta)
 
     @classmethod
     def from_baseline(cls, baseline: Genotype, num_classes: int, in_chans: int = 3, channels: int = 32,
@@ -238,7 +241,8 @@ class SuperNet(nn.Module):
         inits = baseline_alphas(baseline, names, steps, init_value)
         init = [inits[g] for g in sorted(set(groups))]
         return cls(num_classes, in_chans, channels, baseline.num_cells, steps, multiplier, op_names=names,
-                   reductions=baseline.reductions, stem=stem, cell_groups=groups, alpha_init=init, fused=fused)
+                   reductions=baseline.reductions, stem=stem, cell_groups=groups, alpha_init=init,
+                   fused=fused)
 
 
 def baseline_alphas(baseline: Genotype, op_names: Sequence[str], steps: int,
@@ -250,8 +254,8 @@ def baseline_alphas(baseline: Genotype, op_names: Sequence[str], steps: int,
         a = torch.zeros(num_edges(steps), len(op_names))
         for e in gene:
             if e.op not in col:
-                raise ValueError(f'baseline {baseline.name or ""} cell {ci}: op {e.op!r} is not in the search '
-                                 f'space {list(op_names)}')
+                raise ValueError(f'baseline {baseline.name or ""} cell {ci}: op {e.op!r} is not in the '
+                                 f'search space {list(op_names)}')
             if e.to - 2 >= steps:
                 raise ValueError(f'baseline cell {ci}: edge {e} needs more than {steps} steps')
             a[edge_index(e.to, e.src), col[e.op]] = value

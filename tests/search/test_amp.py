@@ -70,6 +70,8 @@ def test_amp_dtype_defaults_and_errors(tmp_path):
     assert s.steps.amp_dtype == torch.bfloat16 and not s.steps.a_scaler.is_enabled()
     with pytest.raises(ValueError, match='--amp-dtype'):
         SearchConfig(amp=True, amp_dtype='float8').check()
+    with pytest.raises(ValueError, match='--cuda-graphs'):
+        SearchConfig(cuda_graphs=True, device='cpu').check()
 
 
 @pytest.mark.cuda
@@ -78,7 +80,9 @@ def test_amp_dtype_defaults_and_errors(tmp_path):
 def test_float16_grad_scaler_path_on_cuda(tmp_path, graphs):
     s, x, y = searcher(tmp_path, f'cuda-{graphs}', amp=True, device='cuda', cuda_graphs=graphs)
     assert s.steps.amp_dtype == torch.float16
-    if graphs:   # capture first (warm-up calls, then the capture), then check the replayed steps
-        for k in range(4):
-            assert s.steps.arch_step(x, y, 0, k) is not None and s.steps.weight_step(x, y, 0, k) is not None
+    if graphs:   # capture first (two eager warm-up calls, then the capture), then check the replayed steps
+        for k in range(3):
+            s.steps.arch_step(x, y, 0, k)
+            s.steps.weight_step(x, y, 0, k)
+        assert s.steps._arch_call.captured and s.steps._weight_call.captured
     check_float16_scaler_path(s, x, y)

@@ -4,6 +4,7 @@ import torch
 
 from search.arch_optimizer import ArchOptimizer
 from search.config import SearchConfig
+from search.epoch_stats import EpochStats
 from search.presets import preset
 from search.reference import build_agents
 from search.searcher import Searcher
@@ -80,6 +81,29 @@ def test_epoch_statistics_equal_per_step_host_reads(tmp_path):
         assert rec[key] == pytest.approx(expected), key
 
 
+@pytest.mark.parametrize('loss', ['fair', 'ablation'])
+def test_one_host_read_per_update(tmp_path, monkeypatch, loss):
+    """The project's own code reads device values once per update (its finite flags); statistics stay tensors."""
+    import traceback
+    s = Searcher(tiny(tmp_path, f'reads-{loss}', loss=loss))
+    x, y = next(iter(s.a_loader))
+    stats = EpochStats(s.net, s.cfg.w01, s.cfg.w_abl)
+    s.steps.arch_step(x, y, 0, 0)
+    s.steps.weight_step(x, y, 0, 0)
+    reads = []
+    for name in ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy', 'cpu'):
+        def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name, **kw):
+            caller = traceback.extract_stack(limit=2)[0]
+            if '/torch/' not in caller.filename:   # torch's own (e.g. the CPU step counter of Adam) excluded
+                reads.append(f'{_name} at {caller.filename}:{caller.lineno}')
+            return _real(self, *args, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    stats.add_arch(s.steps.arch_step(x, y, 0, 1), 1)
+    stats.add_weight(s.steps.weight_step(x, y, 0, 1), 1)
+    monkeypatch.undo()
+    assert len(reads) == 2, reads
+
+
 @pytest.mark.cuda
 @cuda
 @pytest.mark.parametrize('loss', ['fair', 'ablation'])
@@ -100,3 +124,46 @@ def test_cuda_graph_steps_equal_eager_steps(tmp_path, loss):
         assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
     for a, b in zip(mc_e, mc_g):
         assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_infrastructure_paths():
+    """The CUDA branches of the shared infrastructure: device selection, AMP defaults, RNG state round trip."""
+    from ddarts_zoo.utils.amp import amp_dtype, make_grad_scaler
+    from ddarts_zoo.utils.dist import init_distributed
+    from ddarts_zoo.utils.seed import capture_rng_state, restore_rng_state
+    ctx = init_distributed('cuda')
+    assert ctx.device.type == 'cuda' and not ctx.enabled
+    assert amp_dtype(ctx.device) == torch.float16 and make_grad_scaler(ctx.device, True).is_enabled()
+    gen = torch.Generator(device='cuda').manual_seed(3)
+    state = capture_rng_state({'mc': gen})
+    first = (torch.rand(4, device='cuda'), torch.rand(4, device='cuda', generator=gen))
+    restore_rng_state(state, {'mc': gen})
+    again = (torch.rand(4, device='cuda'), torch.rand(4, device='cuda', generator=gen))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize('graphs', [False, True])
+def test_one_host_sync_per_update_on_cuda(tmp_path, graphs):
+    """Each update reads its finite flags once; nothing else waits for the GPU (torch's sync debug mode)."""
+    import warnings
+    s = Searcher(tiny(tmp_path, f'sync-{graphs}', device='cuda', loss='ablation', cuda_graphs=graphs))
+    x, y = (t.cuda() for t in next(iter(s.a_loader)))
+    stats = EpochStats(s.net, s.cfg.w01, s.cfg.w_abl)
+    for k in range(4):   # lazy state (scalers, optimizer buffers, cuDNN plans) and, with graphs, the capture
+        s.steps.arch_step(x, y, 0, k)
+        s.steps.weight_step(x, y, 0, k)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            stats.add_arch(s.steps.arch_step(x, y, 0, 4), 4)
+            stats.add_weight(s.steps.weight_step(x, y, 0, 4), 4)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    syncs = [str(w.message) for w in caught if 'synchroniz' in str(w.message).lower()]
+    assert len(syncs) <= 2, syncs   # the finite flags of the two updates

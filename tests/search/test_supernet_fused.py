@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 from ddarts_zoo import genotypes as shipped  # noqa: E402
 from ddarts_zoo.ops import DARTS_SPACE, OPS, register_op  # noqa: E402
 from search.losses import marginal_contributions, random_mixing_weights, zero_one_loss  # noqa: E402
-from search.supernet import SearchCell, SourceOps, SuperNet  # noqa: E402
+from search.supernet import SearchCell, SuperNet  # noqa: E402
 
 F64 = torch.float64
 
@@ -208,8 +208,8 @@ def test_unstackable_op_falls_back_to_one_module_per_target():
         ref, net = pair(op_names=('skip_connect', name, 'sep_conv_3x3'))
     finally:
         OPS.pop(name)
-    assert {k for cell in net.cells for src in cell.sources for k in src.kinds} == {'shared', 'reduce', 'each',
-                                                                                   'repeat'}
+    kinds = {k for cell in net.cells for src in cell.sources for k in src.kinds}
+    assert kinds == {'shared', 'reduce', 'each', 'repeat'}
     x, y = images(seed=7)
     out_ref, out = ref(x), net(x)
     assert torch.allclose(out, out_ref, atol=1e-12, rtol=0)
@@ -267,3 +267,49 @@ def test_seeded_short_search_gives_the_same_alphas(dtype, atol):
     for a, b in zip(short_search(net), short_search(ref)):
         assert torch.allclose(a, b, atol=atol, rtol=0)
     assert_same_state(ref, net, atol=atol)
+
+
+def test_channels_last_inputs_give_the_same_result():
+    ref, net = pair(warm=False)
+    net = net.to(memory_format=torch.channels_last)
+    x, y = images(seed=7)
+    out = net(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref(x), atol=1e-10, rtol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_matches_and_forward_backward_captures_in_a_cuda_graph():
+    """No host synchronisation and static shapes: the fused step can be captured as one CUDA graph."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        ref, net = (m.cuda() for m in pair(warm=False, dtype=torch.float32))
+        eager = copy.deepcopy(net)
+        x, y = (t.cuda() for t in images(dtype=torch.float32, seed=7))
+        assert torch.allclose(net(x), ref(x), atol=1e-4, rtol=0)
+        static_x, static_y = x.clone(), y.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):           # warm-up outside the graph
+            for _ in range(2):
+                net.zero_grad(set_to_none=True)
+                F.cross_entropy(net(static_x), static_y).backward()
+        torch.cuda.current_stream().wait_stream(side)
+        net.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_logits = net(static_x)
+            F.cross_entropy(static_logits, static_y).backward()
+        x2, y2 = (t.cuda() for t in images(dtype=torch.float32, seed=8))
+        static_x.copy_(x2)
+        static_y.copy_(y2)
+        graph.replay()
+        torch.cuda.synchronize()
+        out = eager(x2)
+        F.cross_entropy(out, y2).backward()
+        assert torch.allclose(static_logits, out, atol=1e-4, rtol=0)
+        for (name, p), q in zip(net.named_parameters(), eager.parameters()):
+            assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-3), name
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -181,13 +181,17 @@ def _fx_model(model, train: bool):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
 @pytest.mark.parametrize('name', NAMES)
-def test_fx_forward_and_backward(name):
+def test_fx_forward_backward_and_torchscript(name):
     model = _create(name, num_classes=42, **NARROW).eval()
     x = _input(model, 2)
     with torch.no_grad():
-        (out,) = _fx_model(model, train=False)(x).values()
+        graph = _fx_model(model, train=False)
+        (out,) = graph(x).values()
         assert torch.equal(out, model(x))
+        (scripted,) = torch.jit.script(graph)(x).values()
+        assert torch.allclose(scripted, out, atol=1e-5)
     model.train()
     graph = _fx_model(model, train=True)
     (out,) = graph(x).values()
