@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--cuda-graphs', action='store_true', help="this project's step replayed as CUDA graphs")
     p.add_argument('--mc-batched', action=argparse.BooleanOptionalAction, default=None,
                    help="this project's marginal-contribution reruns stacked into one batch (default: by size)")
-    p.add_argument('--loss', nargs='+', choices=list(LOSSES), default=['fair', 'ablation'])
+    p.add_argument('--loss', nargs='+', choices=list(LOSSES), default=list(LOSSES))
     p.add_argument('--impl', nargs='+', choices=IMPLS, default=['project', 'authors'])
     p.add_argument('--batch', type=int, default=None, help='default: 72 on CUDA, 16 on CPU (issue #10 settings)')
     p.add_argument('--C', type=int, default=16, help='initial width')
@@ -238,7 +238,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     device_name = (torch.cuda.get_device_name(torch.device(args.device)) if cuda
                    else f'CPU ({os.cpu_count()} cores)')
-    results = [measure(impl, loss, args) for loss in args.loss for impl in args.impl]
+    results = [measure(impl, loss, args) for loss in args.loss for impl in args.impl
+               if impl == 'project' or loss in AUTHORS_LOSSES]   # ablation-grad: this project only
     print(table(results, args, device_name))
     if args.json:
         from ddarts_zoo.utils.io import atomic_write

@@ -173,3 +173,10 @@ def test_experiment_command_writes_table_json_and_plot(tmp_path):
         assert by_loss['ablation']['same_as'] == 'fair'
     assert (out / 'marginal_contributions.png').stat().st_size > 1000
     assert main(argv) == 0   # a second run reuses every finished search and training
+
+
+def test_authors_reference_rejects_ablation_grad():
+    from search.reference import reference_architecture_gradients
+    net, x, y, rand = make_case('per-cell')
+    with pytest.raises(ValueError, match='ablation-grad'):
+        reference_architecture_gradients(net, x, y, loss='ablation-grad', random_weights=rand)

@@ -72,10 +72,13 @@ def ddp_results(tmp_path_factory):
              for name in UNTRAINABLE_IN_PAPER_FORM + ['ddarts_dd1_cifar']]
     script = tmp / 'ddp_models.py'
     script.write_text(SCRIPT)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc-per-node', '2',
-           '--master-addr', '127.0.0.1', '--master-port', str(free_port()), str(script), json.dumps(jobs)]
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=500)
+    for attempt in range(2):  # a second launch on a fresh port: another process may take the port first
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc-per-node', '2',
+               '--master-addr', '127.0.0.1', '--master-port', str(free_port()), str(script), json.dumps(jobs)]
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=500)
+        if proc.returncode == 0:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((tmp / f'rank{r}.json').read_text()) for r in (0, 1)]
 
