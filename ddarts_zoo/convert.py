@@ -120,7 +120,7 @@ def drop_pruned_keys(state_dict: Mapping[str, Any], model: nn.Module, source: st
     dropped = tuple(k for k in state_dict if k not in own and k.startswith(prefixes))
     if dropped:
         hit = sorted({p for p in prefixes if any(k.startswith(p) for k in dropped)})
-        _logger.warning('%s: dropped %d key(s) of module(s) this model prunes (they get no gradient; the paper '
+        _logger.info('%s: dropped %d key(s) of module(s) this model prunes (they get no gradient; the paper '
                         'configuration prune_unused_inputs=False keeps them): %s', source, len(dropped),
                         ', '.join(hit))
     gone = set(dropped)

@@ -28,7 +28,7 @@ from .genotypes import load_genotype
 from .network import STEM_STRIDES, DDartsNet
 from .weights import PRETRAINED_TAGS, tag_model_args
 
-__all__ = ['ModelSpec', 'MODEL_SPECS', 'DEFAULT_GENOTYPE', 'default_cfgs', 'checkpoint_filter_fn']
+__all__ = ['ModelSpec', 'PAPER_MODELS', 'DEFAULT_GENOTYPE', 'default_cfgs', 'checkpoint_filter_fn']
 
 CIFAR10_MEAN, CIFAR10_STD = DATASETS['cifar10'].mean, DATASETS['cifar10'].std
 CIFAR100_MEAN, CIFAR100_STD = DATASETS['cifar100'].mean, DATASETS['cifar100'].std
@@ -45,19 +45,19 @@ class ModelSpec(NamedTuple):
     dataset: str  # dataset the paper trains it on
 
 
-MODEL_SPECS: Dict[str, ModelSpec] = {}
+PAPER_MODELS: Dict[str, ModelSpec] = {}
 for _name in ('dd1', 'dd2', 'dd4', 'dd5'):
-    MODEL_SPECS[f'ddarts_{_name}_cifar'] = ModelSpec(_name, dict(init_channels=36, stem_type='cifar'),
+    PAPER_MODELS[f'ddarts_{_name}_cifar'] = ModelSpec(_name, dict(init_channels=36, stem_type='cifar'),
                                                      shipped.get(_name).meta['search_dataset'])
 for _tag, _dataset in (('do1', 'cifar10'), ('do2', 'cifar100')):
     for _base in ('resnet18', 'resnet50', 'xception'):
-        MODEL_SPECS[f'ddarts_{_tag}_{_base}_cifar'] = ModelSpec(
+        PAPER_MODELS[f'ddarts_{_tag}_{_base}_cifar'] = ModelSpec(
             f'{_tag}_{_base}', dict(init_channels=64, stem_type='cifar'), _dataset)
-MODEL_SPECS['ddarts_dd4'] = ModelSpec('dd4', dict(init_channels=48, layers=14, stem_type='imagenet_darts'),
+PAPER_MODELS['ddarts_dd4'] = ModelSpec('dd4', dict(init_channels=48, layers=14, stem_type='imagenet_darts'),
                                       'imagenet')
-MODEL_SPECS['ddarts_do2_resnet18'] = ModelSpec('do2_resnet18', dict(init_channels=64, stem_type='imagenet'),
+PAPER_MODELS['ddarts_do2_resnet18'] = ModelSpec('do2_resnet18', dict(init_channels=64, stem_type='imagenet'),
                                                'imagenet')
-MODEL_SPECS['ddarts_do2_resnet50'] = ModelSpec('do2_resnet50', dict(init_channels=64, stem_type='imagenet'),
+PAPER_MODELS['ddarts_do2_resnet50'] = ModelSpec('do2_resnet50', dict(init_channels=64, stem_type='imagenet'),
                                                'imagenet')
 
 
@@ -80,7 +80,7 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
 
 
 def _spec_cfg(model_name: str) -> Dict[str, Any]:
-    spec = MODEL_SPECS[model_name]
+    spec = PAPER_MODELS[model_name]
     stem_type = spec.model_args['stem_type']
     size = 224 if stem_type != 'cifar' else 32
     pool = size // _final_stride(shipped.get(spec.genotype), stem_type, spec.model_args.get('layers'))
@@ -93,7 +93,7 @@ def _spec_cfg(model_name: str) -> Dict[str, Any]:
 
 def _all_cfgs() -> Dict[str, Dict[str, Any]]:
     cfgs: Dict[str, Dict[str, Any]] = {}
-    for name in MODEL_SPECS:
+    for name in PAPER_MODELS:
         # Published weights (tags) are added only where their files exist (see ddarts_zoo.weights). timm makes
         # the first tag with weights the default; the trailing '*' keeps the untagged paper configuration the
         # default instead, so that `ddarts_dd1_cifar` never silently becomes a narrow digits model.
@@ -140,7 +140,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
 
 
 def _create_spec(variant: str, pretrained: bool = False, **kwargs: Any) -> DDartsNet:
-    spec = MODEL_SPECS[variant]
+    spec = PAPER_MODELS[variant]
     # a published tag (e.g. 'ddarts_dd1_cifar.digits') brings the architecture arguments of its weights;
     # precedence: explicit keyword arguments > the tag's arguments > the paper configuration
     tag_args = {k: v for k, v in tag_model_args(variant, kwargs.get('pretrained_cfg')).items()

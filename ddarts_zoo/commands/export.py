@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def target_dataset(model_name: str) -> Optional[str]:
     """The dataset of a registered model's paper configuration (``None`` for ``ddarts_genotype*``)."""
     from .. import zoo
-    paper_config = zoo.MODEL_SPECS.get(model_name)
+    paper_config = zoo.PAPER_MODELS.get(model_name)
     return None if paper_config is None else paper_config.dataset
 
 

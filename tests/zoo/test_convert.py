@@ -369,7 +369,7 @@ def test_unwrap_state_dict_strips_wrappers_and_module_prefix():
 def test_authors_checkpoint_loads_into_a_pruned_model_with_a_note(caplog):
     theirs, _ = authors_pair('dd5')
     _, pruned = _paper_and_pruned('dd5')
-    with caplog.at_level(logging.WARNING, logger='ddarts_zoo.convert'):
+    with caplog.at_level(logging.INFO, logger='ddarts_zoo.convert'):
         pruned.load_state_dict(convert_official_state_dict({'state_dict': theirs.state_dict()}, pruned), strict=True)
     notes = [r.getMessage() for r in caplog.records if 'prunes' in r.getMessage()]
     assert len(notes) == 1 and all(p in notes[0] for p in pruned.pruned_modules), caplog.text
@@ -381,7 +381,7 @@ def test_authors_checkpoint_loads_into_a_pruned_model_with_a_note(caplog):
 def test_paper_checkpoint_loads_into_a_pruned_model_but_not_back(caplog):
     paper, pruned = _paper_and_pruned('dd5')
     ckpt = {'state_dict': {'module.' + k: v for k, v in paper.state_dict().items()}, 'epoch': 2}
-    with caplog.at_level(logging.WARNING, logger='ddarts_zoo.convert'):
+    with caplog.at_level(logging.INFO, logger='ddarts_zoo.convert'):
         report = load_state_dict_strict(pruned, ckpt, 'paper.pth')
     extra = set(paper.state_dict()) - set(pruned.state_dict())
     assert extra and set(report.pruned) == extra and all(k.startswith(pruned.pruned_modules) for k in extra)

@@ -59,6 +59,7 @@ def _trained_count(model, x, aux):
                and (aux or not n.startswith('aux_head.')))
 
 
+@pytest.mark.slow  # full width; test_paper_configuration_lacks_gradients_... checks the same at C=8, quickly
 @pytest.mark.parametrize('name, expected_m, aux', PAPER_COUNTS)
 def test_default_parameter_counts_are_those_that_train(name, expected_m, aux):
     """The default model holds exactly the paper model's parameters that receive a gradient (counted by

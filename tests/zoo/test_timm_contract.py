@@ -16,7 +16,7 @@ import torch
 import ddarts_zoo  # noqa: F401  (registers the models)
 from ddarts_zoo.data import DATASETS
 from ddarts_zoo.genotype import DeadNodeWarning
-from ddarts_zoo.zoo import MODEL_SPECS
+from ddarts_zoo.zoo import PAPER_MODELS
 
 NAMES = timm.list_models('ddarts_*')
 NAMES_WITH_TAGS = timm.list_models('ddarts_*', include_tags=True)
@@ -39,7 +39,7 @@ def _input(model, batch: int, size: int = 0) -> torch.Tensor:
 def test_every_registered_name_builds_without_arguments():
     """What timm's tools do (``for name in timm.list_models('ddarts_*'): timm.create_model(name)``), on the
     meta device so that no full-width tensor is allocated."""
-    assert set(NAMES) == set(MODEL_SPECS) | {'ddarts_genotype', 'ddarts_genotype_cifar'}
+    assert set(NAMES) == set(PAPER_MODELS) | {'ddarts_genotype', 'ddarts_genotype_cifar'}
     with torch.device('meta'):
         for name in NAMES:
             model = _create(name)
@@ -85,7 +85,7 @@ def test_pretrained_cfg_and_heads(name, width):
     assert state[f"{cfg['first_conv']}.weight"].shape[1] == chans == model.in_chans
     assert state[f"{cfg['classifier']}.weight"].shape[0] == cfg['num_classes'] == model.num_classes
     assert len(cfg['mean']) == len(cfg['std']) == chans
-    spec = MODEL_SPECS.get(name.split('.')[0])
+    spec = PAPER_MODELS.get(name.split('.')[0])
     if spec is not None and '.' not in name:  # the paper's dataset (tags bring their own)
         if spec.dataset == 'imagenet':
             data = dict(mean=timm.data.IMAGENET_DEFAULT_MEAN, std=timm.data.IMAGENET_DEFAULT_STD, size=224)
