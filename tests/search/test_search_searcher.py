@@ -13,7 +13,7 @@ import torch
 from ddarts_zoo.genotype import Genotype
 from search.checkpoint import load_checkpoint
 from search.config import SearchConfig
-from search.presets import preset
+from search_configs import tiny
 from search.searcher import Searcher, should_stop_early
 from search.step import NonFiniteLossError
 
@@ -26,12 +26,6 @@ cfg = config_from_args(build_parser().parse_args(sys.argv[1:]))
 Searcher(cfg, step_callback=lambda searcher, epoch, step: time.sleep(0.4)).run()   # paced: killed mid-epoch
 '''
 
-
-def tiny(tmp_path, name, **kw):
-    values = dict(preset('tiny'), out=str(tmp_path), name=name, progress=False, tensorboard=False, plots=False,
-                  preset='tiny')
-    values.update(kw)
-    return SearchConfig(**values)
 
 
 def alphas_of(run_dir):

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 from search.arch_optimizer import ArchOptimizer
-from search.config import SearchConfig
 from search.epoch_stats import EpochStats
-from search.presets import preset
+from search_configs import tiny
 from search.reference import build_agents
 from search.searcher import Searcher
 from search.supernet import SuperNet
@@ -41,12 +40,6 @@ def test_one_multi_tensor_adam_equals_one_adam_per_group(groups):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), (a - b).abs().max()
     assert max(float(a.detach().abs().max()) for a in nets[0].alphas) > 0.1   # they did move
 
-
-def tiny(tmp_path, name, **kw):
-    values = dict(preset('tiny'), out=str(tmp_path), name=name, progress=False, tensorboard=False, plots=False,
-                  preset='tiny')
-    values.update(kw)
-    return SearchConfig(**values)
 
 
 def test_epoch_statistics_equal_per_step_host_reads(tmp_path):

@@ -5,22 +5,16 @@ into per-source modules.  Both forms must give the same logits, the same gradien
 weight, the same BN running statistics, the same marginal contributions and the same short search.
 """
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from ddarts_zoo import genotypes as shipped  # noqa: E402
-from ddarts_zoo.ops import DARTS_SPACE, OPS, register_op  # noqa: E402
-from search.losses import marginal_contributions, random_mixing_weights, zero_one_loss  # noqa: E402
-from search.supernet import SearchCell, SuperNet  # noqa: E402
+from ddarts_zoo import genotypes as shipped
+from ddarts_zoo.ops import DARTS_SPACE, OPS, register_op
+from search.losses import marginal_contributions, random_mixing_weights, zero_one_loss
+from search.supernet import SearchCell, SuperNet
 
 F64 = torch.float64
 
@@ -109,6 +103,17 @@ def test_dartopti_ops_are_all_stacked():
     assert kinds == {'shared', 'relu', 'repeat', 'reduce'}      # 'relu': ops whose first conv is dense
 
 
+def assert_same_forward_backward(ref, net, x, y, atol):
+    """Same logits, and after a cross-entropy backward the same gradient for every alpha and weight."""
+    out_ref, out = ref(x), net(x)
+    assert torch.allclose(out, out_ref, atol=atol, rtol=0)
+    F.cross_entropy(out_ref, y).backward()
+    F.cross_entropy(out, y).backward()
+    for a, b in zip(net.alphas, ref.alphas):
+        assert torch.allclose(a.grad, b.grad, atol=atol, rtol=0)
+    assert_same_grads(ref, net, atol=atol)
+
+
 # ---------------------------------------------------------------------------- same math
 @pytest.mark.parametrize('stem,size', [('cifar', 8), ('imagenet', 32)])
 @pytest.mark.parametrize('train', [True, False])
@@ -116,27 +121,13 @@ def test_logits_gradients_and_statistics_match(stem, size, train):
     ref, net = pair(size=size, stem=stem)
     ref.train(train)
     net.train(train)
-    x, y = images(size=size, seed=7)
-    out_ref, out = ref(x), net(x)
-    assert torch.allclose(out, out_ref, atol=1e-10, rtol=0)
-    F.cross_entropy(out_ref, y).backward()
-    F.cross_entropy(out, y).backward()
-    for a, b in zip(net.alphas, ref.alphas):
-        assert torch.allclose(a.grad, b.grad, atol=1e-10, rtol=0)
-    assert_same_grads(ref, net, atol=1e-10)
+    assert_same_forward_backward(ref, net, *images(size=size, seed=7), atol=1e-10)
     assert_same_state(ref, net)          # running statistics updated alike (train) or untouched (eval)
 
 
 def test_float32_within_1e5():
     ref, net = pair(dtype=torch.float32)
-    x, y = images(dtype=torch.float32, seed=7)
-    out_ref, out = ref(x), net(x)
-    assert torch.allclose(out, out_ref, atol=1e-5, rtol=0)
-    F.cross_entropy(out_ref, y).backward()
-    F.cross_entropy(out, y).backward()
-    for a, b in zip(net.alphas, ref.alphas):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=0)
-    assert_same_grads(ref, net, atol=1e-5)
+    assert_same_forward_backward(ref, net, *images(dtype=torch.float32, seed=7), atol=1e-5)
 
 
 @pytest.mark.parametrize('reduction', [False, True])
