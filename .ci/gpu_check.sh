@@ -16,7 +16,7 @@
 #      path end to end), the same with --cuda-graphs, and one paper-size supernet epoch (preset dd1's
 #      network, digits at 32 px, 5 steps);
 #   4. search/bench.py at issue #10's setting: 8 cells, C=16, batch 72, 100 classes, 3x32x32;
-#      fair and ablation, fp32 and AMP, this project (eager and CUDA graphs) next to the authors' own step.
+#      fair, ablation and ablation-grad, fp32 and AMP, this project (eager; CUDA graphs for fair/ablation) next to the authors' own step.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-.bench/out}"
@@ -53,13 +53,13 @@ part run_dd1_net 90 "$PY" search/run.py --preset dd1 --dataset digits --image-si
     --no-plots --no-eval
 
 # 4. project vs authors at the issue's GPU setting (one JSON + table per precision)
-BENCH=(search/bench.py --device cuda --impl project authors --loss fair ablation --batch 72 --C 16 --cells 8
+BENCH=(search/bench.py --device cuda --impl project authors --loss fair ablation ablation-grad --batch 72 --C 16 --cells 8
        --classes 100 --steps 3 --warmup 2 --authors-dir .bench/authors-code
        --authors-tool .bench/tools/ref_search_bench.py)
 part bench_fp32 150 "$PY" "${BENCH[@]}" --json "$OUT/bench_fp32.json"
 part bench_amp 150 "$PY" "${BENCH[@]}" --amp --json "$OUT/bench_amp.json"
-part bench_graphs_fp32 60 "$PY" "${BENCH[@]}" --impl project --cuda-graphs --json "$OUT/bench_graphs_fp32.json"
-part bench_graphs_amp 60 "$PY" "${BENCH[@]}" --impl project --cuda-graphs --amp --json "$OUT/bench_graphs_amp.json"
+part bench_graphs_fp32 60 "$PY" "${BENCH[@]}" --impl project --loss fair ablation --cuda-graphs --json "$OUT/bench_graphs_fp32.json"
+part bench_graphs_amp 60 "$PY" "${BENCH[@]}" --impl project --loss fair ablation --cuda-graphs --amp --json "$OUT/bench_graphs_amp.json"
 part bench_graphs_amp_mcb 45 "$PY" "${BENCH[@]}" --impl project --loss ablation --cuda-graphs --amp --mc-batched \
     --json "$OUT/bench_graphs_amp_mc_batched.json"
 

@@ -1,7 +1,7 @@
 """Parameter and multiply-accumulate counts of a model at its default input size."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn

@@ -6,7 +6,6 @@ from search.config import SearchConfig
 from search.presets import preset
 from search.searcher import Searcher
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
 def searcher(tmp_path, name, **kw):
@@ -75,7 +74,6 @@ def test_amp_dtype_defaults_and_errors(tmp_path):
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('graphs', [False, True])
 def test_float16_grad_scaler_path_on_cuda(tmp_path, graphs):
     s, x, y = searcher(tmp_path, f'cuda-{graphs}', amp=True, device='cuda', cuda_graphs=graphs)

@@ -9,7 +9,6 @@ from search.reference import build_agents
 from search.searcher import Searcher
 from search.supernet import SuperNet
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
 def random_grads(net, step):
@@ -98,7 +97,6 @@ def test_one_host_read_per_update(tmp_path, monkeypatch, loss):
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('loss', ['fair', 'ablation'])
 def test_cuda_graph_steps_equal_eager_steps(tmp_path, loss):
     runs = {}
@@ -120,7 +118,6 @@ def test_cuda_graph_steps_equal_eager_steps(tmp_path, loss):
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_infrastructure_paths():
     """The CUDA branches of the shared infrastructure: device selection, AMP defaults, RNG state round trip."""
     from ddarts_zoo.utils.amp import amp_dtype, make_grad_scaler
@@ -138,7 +135,6 @@ def test_cuda_infrastructure_paths():
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize('graphs', [False, True])
 def test_one_host_sync_per_update_on_cuda(tmp_path, graphs):
     """Each update reads its finite flags once; nothing else waits for the GPU (torch's sync debug mode)."""

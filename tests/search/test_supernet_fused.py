@@ -171,12 +171,7 @@ def test_dartopti_baseline_supernet_matches():
     ref = SuperNet.from_baseline(base, num_classes=10, channels=4, fused=False).double()
     warm_up(ref, 8, steps=1)
     net = copy.deepcopy(ref).fuse_()
-    x, y = images(seed=7)
-    out_ref, out = ref(x), net(x)
-    assert torch.allclose(out, out_ref, atol=1e-10, rtol=0)
-    F.cross_entropy(out_ref, y).backward()
-    F.cross_entropy(out, y).backward()
-    assert_same_grads(ref, net, atol=1e-10)
+    assert_same_forward_backward(ref, net, *images(seed=7), atol=1e-10)
     assert_same_state(ref, net)
 
 
@@ -201,12 +196,7 @@ def test_unstackable_op_falls_back_to_one_module_per_target():
         OPS.pop(name)
     kinds = {k for cell in net.cells for src in cell.sources for k in src.kinds}
     assert kinds == {'shared', 'reduce', 'each', 'repeat'}
-    x, y = images(seed=7)
-    out_ref, out = ref(x), net(x)
-    assert torch.allclose(out, out_ref, atol=1e-12, rtol=0)
-    F.cross_entropy(out_ref, y).backward()
-    F.cross_entropy(out, y).backward()
-    assert_same_grads(ref, net, atol=1e-12)
+    assert_same_forward_backward(ref, net, *images(seed=7), atol=1e-12)
 
 
 def test_fusing_refuses_pools_whose_statistics_differ():
@@ -269,7 +259,6 @@ def test_channels_last_inputs_give_the_same_result():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_cuda_matches_and_forward_backward_captures_in_a_cuda_graph():
     """No host synchronisation and static shapes: the fused step can be captured as one CUDA graph."""
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
