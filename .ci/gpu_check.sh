@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# GPU check of the search (issue #10), for a session lent a CUDA machine.  Run from the repository root:
+# GPU check of the search, for a machine with a CUDA GPU.  Run from the repository root:
 #
-#     bash .ci/gpu_check.sh            # results land in $OUT (if set) or .bench/out
+#     DDARTS_AUTHORS_DIR=/path/to/D-DARTS bash .ci/gpu_check.sh     # results land in $OUT (default gpu_check_out)
 #
-# It copies nothing: before running it, put the authors' code and the measuring tool into the git-ignored
-# folder .bench/ (the machine sees only the repository), e.g. here:
-#     mkdir -p .bench && cp -r ../shared/reference/authors-code ../shared/tools .bench/
-# and pass .bench (plus nothing else) to the device tool's `carry`.
+# DDARTS_AUTHORS_DIR is a clone of https://github.com/aheuillet/D-DARTS (the bench's authors' rows); without
+# it the bench measures this project alone.  A machine that receives only a copy of the repository needs the
+# clone inside it (in a git-ignored folder).
 #
 # Parts (each under its own time limit; a failing part does not stop the others; exit status 1 if any
 # failed).  Budget: about 8 minutes on an H100/H200, most of it the authors' steps.
@@ -15,11 +14,12 @@
 #   3. `search/run.py --device cuda --amp` for 2 epochs on the embedded digits (the CUDA fp16 + GradScaler
 #      path end to end), the same with --cuda-graphs, and one paper-size supernet epoch (preset dd1's
 #      network, digits at 32 px, 5 steps);
-#   4. search/bench.py at issue #10's setting: 8 cells, C=16, batch 72, 100 classes, 3x32x32;
-#      fair, ablation and ablation-grad, fp32 and AMP, this project (eager; CUDA graphs for fair/ablation) next to the authors' own step.
+#   4. search/bench.py at the paper's search setting on one GPU: 8 cells, C=16, batch 72, 100 classes, 3x32x32;
+#      fair, ablation and ablation-grad, fp32 and AMP, this project (eager; CUDA graphs for fair/ablation)
+#      next to the authors' own step.
 set -u
 cd "$(dirname "$0")/.."
-OUT="${OUT:-.bench/out}"
+OUT="${OUT:-gpu_check_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -52,10 +52,11 @@ part run_dd1_net 90 "$PY" search/run.py --preset dd1 --dataset digits --image-si
     --epochs 1 --max-steps-per-epoch 20 --out "$RUNS" --name dd1-net-amp --no-progress --no-tensorboard \
     --no-plots --no-eval
 
-# 4. project vs authors at the issue's GPU setting (one JSON + table per precision)
-BENCH=(search/bench.py --device cuda --impl project authors --loss fair ablation ablation-grad --batch 72 --C 16 --cells 8
-       --classes 100 --steps 3 --warmup 2 --authors-dir .bench/authors-code
-       --authors-tool .bench/tools/ref_search_bench.py)
+# 4. project vs authors at the paper's search setting (one JSON + table per precision)
+IMPLS=(project)
+[ -n "${DDARTS_AUTHORS_DIR:-}" ] && IMPLS+=(authors)
+BENCH=(search/bench.py --device cuda --impl "${IMPLS[@]}" --loss fair ablation ablation-grad --batch 72 --C 16
+       --cells 8 --classes 100 --steps 3 --warmup 2)
 part bench_fp32 150 "$PY" "${BENCH[@]}" --json "$OUT/bench_fp32.json"
 part bench_amp 150 "$PY" "${BENCH[@]}" --amp --json "$OUT/bench_amp.json"
 part bench_graphs_fp32 60 "$PY" "${BENCH[@]}" --impl project --loss fair ablation --cuda-graphs --json "$OUT/bench_graphs_fp32.json"

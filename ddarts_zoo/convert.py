@@ -3,6 +3,8 @@
 :func:`load_state_dict_strict` unwraps a checkpoint, converts the authors' layout when it finds it and loads
 strictly: a missing, unexpected or mis-shaped key raises one :class:`CheckpointError` naming all of them and
 the checkpoint.  Keys of modules a model prunes (``model.pruned_modules``) are dropped with a logged note.
+:func:`read_weights_file` is the one reader of weights files a user may have received (safetensors, or
+``torch.load`` of tensors only): no code in a file ever runs, and a bad file raises ``UnreadableFileError``.
 The authors' keys differ from ours only in module paths (their ``cells.i._ops.{to}.{src}.{k}.op.*`` is our
 ``cells.i.nodes.{n}.ops.{j}.*``); :func:`official_key_map` computes the mapping from our model.
 """
@@ -10,17 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from .errors import MissingFileError, UnreadableFileError, UserError, describe_file
 from .ops import FactorizedReduce
+from .utils.io import safe_torch_load
 
 __all__ = ['CheckpointError', 'LoadReport', 'unwrap_state_dict', 'is_official_state_dict', 'to_model_layout',
            'drop_pruned_keys', 'match_state_dict', 'load_state_dict_strict', 'official_key_map',
-           'convert_official_state_dict', 'load_official_checkpoint']
+           'convert_official_state_dict', 'load_official_checkpoint', 'read_weights_file']
 
 _logger = logging.getLogger(__name__)
 _WRAPPER_KEYS = ('state_dict', 'model', 'state_dict_ema')
@@ -28,7 +34,7 @@ _CHECK_ARGS_HINT = ('Check the model name and its arguments (init_channels, num_
                     'against the run that produced the checkpoint.')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint does not fit the model; the message names the checkpoint and every offending key."""
 
     def __init__(self, message: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
@@ -55,6 +61,14 @@ class CheckpointError(ValueError):
         groups = zip(titles, (self.missing, self.unexpected, self.mis_shaped))
         return [(title, keys) for title, keys in groups if keys]
 
+    def one_line(self) -> str:
+        """The message's first line, at most 8 keys of each kind, and its last line (the hint)."""
+        lines = str(self).split('\n')
+        if not self._groups(('', '', '')):
+            return super().one_line()
+        tail = f' {lines[-1]}' if len(lines) > 1 and not lines[-1].startswith(' ') else ''
+        return f'{lines[0]}; {self.summary()}.{tail}'
+
     def summary(self, limit: int = 8) -> str:
         """One line: ``missing N: k1, k2 ...; unexpected N: ...; shape mismatch N: ...`` (``limit`` keys each)."""
         def show(keys: List[str]) -> str:
@@ -72,6 +86,35 @@ class LoadReport:
     pruned: Tuple[str, ...] = ()  # checkpoint keys of modules the model prunes (dropped with a note)
     ignored: Tuple[str, ...] = ()  # checkpoint keys under the caller's ignored prefixes / the absent aux head
     filled: Tuple[str, ...] = ()  # BatchNorm ``num_batches_tracked`` absent from the checkpoint, kept from the model
+
+
+# ---------------------------------------------------------------------------- reading files
+def _read_safetensors(path: Path, expected: str) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    if not path.exists():
+        raise MissingFileError(f'{describe_file(path)}: no such file; expected {expected}')
+    try:
+        return load_file(str(path), device='cpu')
+    except Exception as err:  # noqa: BLE001 - SafetensorError (bad header / extent), OSError ...
+        why = 'truncated or not a safetensors file' if path.is_file() and path.stat().st_size else 'unreadable'
+        raise UnreadableFileError(f'{describe_file(path)}: {why} ({type(err).__name__}); '
+                                  f'expected {expected}') from None
+
+
+def read_weights_file(path: Union[str, 'os.PathLike[str]'],
+                      expected: str = 'a state dict (.pth / .pt / .safetensors)') -> Dict[str, Any]:
+    """A weights file as a dict: ``.safetensors`` (tensors), else ``torch.load`` with ``weights_only=True``.
+
+    Raises :class:`UnreadableFileError` naming the file, its size and ``expected`` when it is missing, empty,
+    truncated, random bytes, a pickle referring to code, or not a dict.
+    """
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        return _read_safetensors(path, expected)
+    ckpt = safe_torch_load(path, expected=expected)
+    if not isinstance(ckpt, Mapping):
+        raise UnreadableFileError(f'{describe_file(path)}: holds a {type(ckpt).__name__}; expected {expected}')
+    return dict(ckpt)
 
 
 # ---------------------------------------------------------------------------- checkpoint forms
@@ -297,18 +340,11 @@ def _convert_official(sd: Mapping[str, Any], model: nn.Module, allow_aux_drop: b
 
 
 def load_official_checkpoint(path: str, model: nn.Module) -> Dict[str, Any]:
-    """Read an authors' ``.pth.tar`` (tensors only, ``weights_only=True``) and load it into ``model`` strictly.
+    """Read an authors' ``.pth.tar`` (tensors only, see :func:`read_weights_file`) into ``model`` strictly.
 
     Returns the checkpoint's non-tensor metadata (``epoch``, accuracies ...), if any.
     """
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # unpickling refused or corrupt file: name the file, keep the reason
-        raise CheckpointError(f'cannot read checkpoint {path!r}: {err}') from err
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    load_state_dict_strict(model, ckpt, path)
+    ckpt = read_weights_file(path, "an authors' checkpoint (torch.save({'state_dict': ...}))")
+    load_state_dict_strict(model, ckpt, str(path))
     return {k: v for k, v in ckpt.items() if k not in ('state_dict', 'model', 'optimizer')
             and isinstance(v, (int, float, str, bool))}

@@ -74,9 +74,9 @@ def op_weights(weights: WeightsLike = None) -> np.ndarray:
 def genotype_steps(genotype: Genotype) -> int:
     """Intermediate nodes per cell in the encoding: ``max(concat end - 2, largest target - 1)``.
 
-    ``concat end - 2`` is the authors' rule; the second term enlarges it, for the whole genotype, when a
-    node lies beyond the ``concat`` range (the size a supernet able to hold the gene would have).  Every
-    genotype the authors published stays inside its range, so their values are unchanged.
+    ``concat end - 2`` is the authors' rule.  A :class:`Genotype` keeps every node inside its ``concat`` range
+    (a genotype built without ``concat`` gets one reaching its largest node), so the second term only
+    guards the encoding.
     """
     from_concat = max(genotype.concat) + 1 - 2 if genotype.concat else 0
     from_nodes = max(e.to for gene in genotype.genes for e in gene) - 1

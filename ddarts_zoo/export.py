@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from .errors import UnreadableFileError, describe_file
 from .pretrained import check_safetensors
 from .utils.io import atomic_dir, atomic_write
 from .weights import WEIGHTS_FILE
 
-__all__ = ['EXPORT_FILES', 'model_card', 'export_model', 'publish_folder']
+__all__ = ['EXPORT_FILES', 'install_note', 'model_card', 'export_model', 'publish_folder']
 
 EXPORT_FILES = (WEIGHTS_FILE, 'config.json', 'README.md')
 PAPER_CITATION = ('A. Heuillet et al., "D-DARTS: Distributed Differentiable Architecture Search" '
@@ -33,6 +34,16 @@ def _fmt_int(n: Optional[int]) -> str:
     if n is None:
         return 'n/a'
     return f'{n / 1e6:.3f}M' if n >= 1e5 else f'{n:,}'
+
+
+def install_note(model_name: str) -> list:
+    """The card's first lines: timm alone does not know ``model_name``; how to install and import ddarts-zoo."""
+    return [
+        f'> **Needs the `ddarts-zoo` package.** timm alone does not know `{model_name}` and stops with '
+        f'`RuntimeError: Unknown model ({model_name})`. Install it (`pip install ddarts-zoo`, or `pip install -e .` '
+        f'in a clone of the ddarts-zoo repository) and run `import ddarts_zoo` before `timm.create_model(...)`: '
+        f'the import registers the `ddarts_*` models with timm.',
+    ]
 
 
 def model_card(*, name: str, model_name: str, model_args: Mapping[str, Any], dataset: str, params: int,
@@ -57,11 +68,13 @@ def model_card(*, name: str, model_name: str, model_args: Mapping[str, Any], dat
         '---', f'license: {license}', 'library_name: timm', 'pipeline_tag: image-classification',
         'tags:', '- image-classification', '- timm', '- ddarts-zoo', '- neural-architecture-search', '---', '',
         f'# {name}', '',
+        *install_note(model_name), '',
         f'A D-DARTS network (`{model_name}`) for image classification on **{dataset}**, '
         f'packaged for [timm](https://github.com/huggingface/pytorch-image-models) by ddarts-zoo.', '',
         '## Model details', '',
         f'- **Architecture**: `{model_name}` with `{json.dumps(shown_args, sort_keys=True)}`\n{geno_line.rstrip()}',
-        f'- **Parameters**: {_fmt_int(params)} (inference network, no auxiliary head)',
+        f'- **Parameters**: {_fmt_int(params)} (the network as `timm.create_model` loads it: no auxiliary head, '
+        f'no module that the output does not read)',
         f'- **MACs**: {_fmt_int(macs)} at input {tuple(input_size)}',
         f'- **Dataset**: {dataset}: {DATASET_NOTES.get(dataset, "see the training recipe")}',
     ]
@@ -177,9 +190,13 @@ def publish_folder(folder: Union[str, Path], repo_id: str, *, token: Optional[st
         raise FileNotFoundError(f'{folder} is not an export folder: missing {", ".join(missing)} '
                                 f'(create it with `ddarts-zoo export`)')
     check_safetensors(folder / WEIGHTS_FILE, str(folder))
-    config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
-    if 'architecture' not in config or 'pretrained_cfg' not in config:
-        raise ValueError(f'{folder / "config.json"} is not a timm config (no architecture / pretrained_cfg)')
+    try:
+        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnreadableFileError(f'{describe_file(folder / "config.json")}: not JSON ({err}); expected timm\'s '
+                                  f'config.json') from None
+    if not isinstance(config, dict) or 'architecture' not in config or 'pretrained_cfg' not in config:
+        raise UnreadableFileError(f'{folder / "config.json"} is not a timm config (no architecture / pretrained_cfg)')
     from huggingface_hub import HfApi
     api = HfApi(token=token)
     try:

@@ -21,63 +21,46 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .edges import Edge, Gene, edge_index, edge_pairs, live_nodes, num_edges
-from .ops import OPS, op_space_of
+from .errors import describe_file
+from .genotype_checks import (EMPTY_CELL_POLICIES, FORMAT_NAME, FORMAT_VERSION, MAX_NODE_INDEX, REPAIR_GENE,
+                              GenotypeError, check_genotype, coerce_genes, default_concat, int_list, is_int,
+                              located, read_document)
+from .ops import op_space_of
 from .utils.io import atomic_write
 
 __all__ = [
     'Edge', 'Gene', 'Genotype', 'GenotypeError', 'DeadNodeWarning', 'parse_official', 'live_nodes',
-    'num_edges', 'edge_index', 'edge_pairs', 'FORMAT_NAME', 'FORMAT_VERSION', 'MAX_NODE_INDEX',
+    'num_edges', 'edge_index', 'edge_pairs', 'reduction_positions', 'FORMAT_NAME', 'FORMAT_VERSION',
+    'MAX_NODE_INDEX', 'EMPTY_CELL_POLICIES',
 ]
-
-FORMAT_NAME = 'ddarts-zoo/genotype'
-FORMAT_VERSION = 1
-MAX_NODE_INDEX = 64
-"""Largest node index accepted (a cell with 62 intermediate nodes is already far beyond any search)."""
-EMPTY_CELL_POLICIES = ('error', 'skip_connect')
-"""What a cell whose every intermediate node is dead becomes (see :class:`Genotype`'s ``empty_cell``)."""
-
 
 _EDGE_RE = re.compile(r'\[\s+("[^"]+"),\s+(\d+),\s+(\d+)\s+\]')
 _INT_LIST_RE = re.compile(r'\[\s*((?:-?\d+,?\s*)+)\]')
-
-
-class GenotypeError(ValueError):
-    """A genotype is malformed; the message names the cell and edge at fault."""
 
 
 class DeadNodeWarning(UserWarning):
     """A node had no live input and was dropped together with the edges leaving it."""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _coerce_edge(raw: Any, where: str) -> Edge:
-    if isinstance(raw, Mapping):
-        raw = (raw.get('op'), raw.get('to'), raw.get('src', raw.get('from')))
-    if not isinstance(raw, (tuple, list)) or len(raw) != 3:
-        raise GenotypeError(f'{where}: an edge must be (op, to, src), got {raw!r}')
-    op, to, src = raw
-    if not isinstance(op, str):
-        raise GenotypeError(f'{where}: operation name must be a string, got {op!r}')
-    if not _is_int(to) or not _is_int(src):
-        raise GenotypeError(f'{where} {tuple(raw)!r}: node indices must be integers')
-    return Edge(op, to, src)
+def reduction_positions(layers: int) -> Tuple[int, ...]:
+    """Reduction cells of a ``layers``-cell network: ``layers // 3`` and ``2 * layers // 3`` (DARTS's placement,
+    deduplicated: cell 0 alone for one cell, cells 0 and 1 for two).  The search supernet places them so."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
 @dataclass(frozen=True)
 class Genotype:
-    """An immutable, validated genotype.
+    """An immutable, validated genotype (the rules: :mod:`ddarts_zoo.genotype_checks`).
 
     Args:
         genes: one sequence of edges per cell.
         reductions: indices of the reduction cells.
-        concat: the authors' ``concat`` range, kept for compatibility (networks concatenate the
-            cell's live intermediate nodes instead, as the authors' networks do).
+        concat: the authors' ``concat`` range: the searched cell's output nodes; its end fixes the cell's
+            node indices ``2 .. max(concat)``.  Default: ``2..5`` (DARTS), extended to the largest node used.
+            Networks concatenate the cell's live intermediate nodes instead, as the authors' networks do.
         name: optional short name (e.g. ``'dd1'``); like ``meta`` it does not take part in ``==``.
         meta: free-form JSON-serialisable provenance (source file, dataset, parsing ...).
         empty_cell: what a cell whose every node is dead becomes. ``'error'`` (default) rejects such a
@@ -85,68 +68,29 @@ class Genotype:
             ``skip_connect`` from the previous cell (strided in a reduction cell), with a warning. The
             shipped ``do2_xception_edge`` needs it: in the authors' file its cell 12 has no live node
             (node 3's only input is node 2, which has no input).
+
+    Every field is checked; a :class:`GenotypeError` names the cell, the edge and the field at fault.
     """
 
     genes: Tuple[Gene, ...]
     reductions: Tuple[int, ...]
-    concat: Tuple[int, ...] = (2, 3, 4, 5)
+    concat: Optional[Tuple[int, ...]] = None
     name: Optional[str] = field(default=None, compare=False)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
     empty_cell: str = 'error'
 
     def __post_init__(self) -> None:
-        if isinstance(self.genes, (str, bytes)) or not isinstance(self.genes, Iterable):
-            raise GenotypeError(f'genes must be a list of cells, got {type(self.genes).__name__}')
-        genes = []
-        for ci, gene in enumerate(self.genes):
-            if isinstance(gene, (str, bytes, Mapping)) or not isinstance(gene, Iterable):
-                raise GenotypeError(f'cell {ci}: a gene must be a list of edges, got {gene!r}')
-            genes.append(tuple(_coerce_edge(e, f'cell {ci}, edge {ei}') for ei, e in enumerate(gene)))
-        if isinstance(self.reductions, (str, bytes)) or not isinstance(self.reductions, Iterable):
-            raise GenotypeError(f'reductions must be a list of cell indices, got {self.reductions!r}')
-        reductions = tuple(self.reductions)
-        concat = tuple(self.concat)
-        object.__setattr__(self, 'genes', tuple(genes))
-        object.__setattr__(self, 'reductions', reductions)
+        genes = coerce_genes(self.genes)
+        concat = default_concat(genes) if self.concat is None else int_list(self.concat, 'concat')
+        if self.name is not None and not isinstance(self.name, str):
+            raise located('name', f'must be a string, got {self.name!r}')
+        if not isinstance(self.meta or {}, Mapping):
+            raise located('meta', f'must be a mapping, got {type(self.meta).__name__}')
+        object.__setattr__(self, 'genes', genes)
+        object.__setattr__(self, 'reductions', int_list(self.reductions, 'reductions'))
         object.__setattr__(self, 'concat', concat)
         object.__setattr__(self, 'meta', dict(self.meta or {}))
-        self._validate()
-
-    # ------------------------------------------------------------------ validation
-    def _validate(self) -> None:
-        if not self.genes:
-            raise GenotypeError('a genotype needs at least one cell')
-        if self.empty_cell not in EMPTY_CELL_POLICIES:
-            raise GenotypeError(f'empty_cell must be one of {EMPTY_CELL_POLICIES}, got {self.empty_cell!r}')
-        n = len(self.genes)
-        for r in self.reductions:
-            if not _is_int(r):
-                raise GenotypeError(f'reduction index {r!r} is not an integer')
-            if not 0 <= r < n:
-                raise GenotypeError(f'reduction index {r} is outside the {n} cells (0..{n - 1})')
-        if len(set(self.reductions)) != len(self.reductions):
-            raise GenotypeError(f'reduction indices repeat: {list(self.reductions)}')
-        if not all(_is_int(c) for c in self.concat):
-            raise GenotypeError(f'concat must hold integers, got {list(self.concat)}')
-        for ci, gene in enumerate(self.genes):
-            if not gene:
-                raise GenotypeError(f'cell {ci}: empty gene (a cell needs at least one edge)')
-            for ei, e in enumerate(gene):
-                where = f'cell {ci}, edge {ei} {e}'
-                if e.op not in OPS:
-                    raise GenotypeError(f'{where}: unknown operation {e.op!r}')
-                if e.src < 0 or e.to < 0:
-                    raise GenotypeError(f'{where}: node indices must be >= 0')
-                if e.to < 2:
-                    raise GenotypeError(f'{where}: target {e.to} is a cell input (targets start at 2)')
-                if e.to > MAX_NODE_INDEX or e.src > MAX_NODE_INDEX:
-                    raise GenotypeError(f'{where}: node index above the limit {MAX_NODE_INDEX}')
-                if e.src >= e.to:
-                    raise GenotypeError(f'{where}: source {e.src} >= target {e.to} (edges must go forward)')
-            if not live_nodes(gene) and self.empty_cell == 'error':
-                raise GenotypeError(f'cell {ci}: no intermediate node has a live input (every node is dead); '
-                                    f"pass empty_cell='skip_connect' to replace such a cell by a skip "
-                                    f'connection explicitly')
+        check_genotype(self.genes, self.reductions, self.concat, self.empty_cell)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -180,7 +124,7 @@ class Genotype:
                 warnings.warn(f'{label}: cell {cell}: every node ({dead}) has no live input; the cell is '
                               f"replaced by a skip_connect from the previous cell (empty_cell='skip_connect')",
                               DeadNodeWarning, stacklevel=2)
-            return (Edge('skip_connect', 2, 1),)
+            return REPAIR_GENE
         if dead and warn:
             warnings.warn(
                 f'{label}: cell {cell}: node(s) {dead} have no live input and are '
@@ -201,38 +145,43 @@ class Genotype:
     def expand(self, layers: int) -> 'Genotype':
         """Derive a ``layers``-cell genotype (paper, Algorithm 1).
 
-        Reduction cells move to ``layers // 3`` and ``2 * layers // 3`` and take the searched reduction
-        genes; each interval between them repeats, in order, the normal genes of the matching interval
-        of the searched network.  An interval with no searched normal gene borrows the nearest
-        interval's genes.  Only defined for genotypes with exactly two reduction cells.
+        Reduction cells move to :func:`reduction_positions` (``layers // 3`` and ``2 * layers // 3``) and take
+        the searched reduction genes in order; each interval between them repeats, in order, the normal genes
+        of the matching interval of the searched network (fewer cells keep the first ones).  An interval with
+        no searched normal gene borrows the nearest interval's genes.  One or two cells are reduction cells
+        only (as the search places them): the first reduction gene, or both.  Defined for genotypes with
+        exactly two reduction cells (and any ``layers`` for the genotype's own cell count).
         """
-        if not _is_int(layers) or layers < 3:
-            raise GenotypeError(f'expand(layers={layers!r}): need an integer >= 3')
-        if len(self.reductions) != 2:
-            raise GenotypeError(
-                f'expand(): Algorithm 1 is defined for genotypes with exactly 2 reduction cells; '
-                f'{self.name or "this genotype"} has {len(self.reductions)} ({list(self.reductions)})')
-        if layers < self.num_cells:
-            raise GenotypeError(f'expand(layers={layers}): cannot shrink a {self.num_cells}-cell genotype')
+        if not is_int(layers) or layers < 1:
+            raise located('layers', f'expand(layers={layers!r}): need an integer >= 1')
         if layers == self.num_cells:
             return self
-        if self.num_cells == 2:
-            raise GenotypeError('expand(): the genotype has no normal cell whose gene could be repeated')
+        label = self.name or 'this genotype'
+        if len(self.reductions) != 2:
+            raise located('reductions', f'expand(layers={layers}): Algorithm 1 is defined for genotypes with '
+                                        f'exactly 2 reduction cells; {label} has {len(self.reductions)} '
+                                        f'({list(self.reductions)})')
         r1, r2 = sorted(self.reductions)
         src_intervals = [list(range(0, r1)), list(range(r1 + 1, r2)), list(range(r2 + 1, self.num_cells))]
-        new_r1, new_r2 = layers // 3, 2 * layers // 3
-        dst_intervals = [range(0, new_r1), range(new_r1 + 1, new_r2), range(new_r2 + 1, layers)]
+        new_reductions = reduction_positions(layers)
         genes: List[Gene] = [()] * layers
-        genes[new_r1], genes[new_r2] = self.genes[r1], self.genes[r2]
-        for k, (src, dst) in enumerate(zip(src_intervals, dst_intervals)):
-            if not src:  # borrow from the nearest interval that has normal cells
-                order = sorted(range(3), key=lambda j: (abs(j - k), j))
-                src = next(src_intervals[j] for j in order if src_intervals[j])
-            for pos, cell in enumerate(dst):
-                genes[cell] = self.genes[src[pos % len(src)]]
+        for pos, searched in zip(new_reductions, (r1, r2)):
+            genes[pos] = self.genes[searched]
+        if len(new_reductions) == 2:
+            new_r1, new_r2 = new_reductions
+            dst_intervals = [range(0, new_r1), range(new_r1 + 1, new_r2), range(new_r2 + 1, layers)]
+            if any(dst_intervals) and not any(src_intervals):
+                raise located('layers', f'expand(layers={layers}): {label} has no normal cell whose gene '
+                                        f'could be repeated')
+            for k, (src, dst) in enumerate(zip(src_intervals, dst_intervals)):
+                if not src and dst:  # borrow from the nearest interval that has normal cells
+                    order = sorted(range(3), key=lambda j: (abs(j - k), j))
+                    src = next(src_intervals[j] for j in order if src_intervals[j])
+                for pos, cell in enumerate(dst):
+                    genes[cell] = self.genes[src[pos % len(src)]]
         meta = dict(self.meta, expanded_from=self.num_cells)
         name = f'{self.name}_l{layers}' if self.name else None
-        return Genotype(tuple(genes), (new_r1, new_r2), self.concat, name, meta, self.empty_cell)
+        return Genotype(tuple(genes), new_reductions, self.concat, name, meta, self.empty_cell)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> Dict[str, Any]:
@@ -262,28 +211,8 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> 'Genotype':
-        if not isinstance(data, Mapping):
-            raise GenotypeError(f'a genotype document must be a JSON object, got {type(data).__name__}')
-        if data.get('format', FORMAT_NAME) != FORMAT_NAME:
-            raise GenotypeError(f'unknown genotype format {data.get("format")!r} (expected {FORMAT_NAME!r})')
-        version = data.get('version', FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise GenotypeError(f'genotype format version {version!r} is not supported '
-                                f'(this ddarts-zoo reads version {FORMAT_VERSION})')
-        for key in ('genes', 'reductions'):
-            if key not in data:
-                raise GenotypeError(f'genotype document lacks the field {key!r}')
-        genes = data['genes']
-        seq = data.get('seq')
-        if seq is not None:
-            if not isinstance(seq, list) or not all(_is_int(s) for s in seq):
-                raise GenotypeError(f'field "seq" must be a list of gene indices, got {seq!r}')
-            bad = [s for s in seq if not 0 <= s < len(genes)]
-            if bad:
-                raise GenotypeError(f'field "seq" refers to gene {bad[0]}, but only {len(genes)} genes exist')
-            genes = [genes[s] for s in seq]
-        return cls(genes, data['reductions'], data.get('concat', (2, 3, 4, 5)), data.get('name'),
-                   data.get('meta', {}), data.get('empty_cell', 'error'))
+        """The inverse of :meth:`to_dict`; every field is checked (:func:`~ddarts_zoo.genotype_checks.read_document`)."""
+        return cls(**read_document(data))
 
     def to_json(self) -> str:
         """Readable JSON: one edge per line, short integer lists inline."""
@@ -310,7 +239,10 @@ class Genotype:
         try:
             text = path.read_text(encoding='utf-8')
         except OSError as err:
-            raise GenotypeError(f'cannot read genotype file {str(path)!r}: {err.strerror}') from None
+            raise GenotypeError(f'cannot read genotype file {describe_file(path)}: {err.strerror}') from None
+        except UnicodeDecodeError:
+            raise GenotypeError(f'{describe_file(path)} is not a genotype file (expected JSON or the authors\' '
+                                f'Genotype_nested(...) text, found binary data)') from None
         stripped = text.lstrip()
         try:
             if stripped.startswith('{'):
@@ -318,7 +250,7 @@ class Genotype:
             else:
                 geno = parse_official(text)
         except GenotypeError as err:
-            raise GenotypeError(f'{path}: {err}') from None
+            raise GenotypeError(f'{describe_file(path)}: {err}') from None
         if geno.name is None:
             geno = geno.renamed(path.stem)
         return geno
@@ -340,6 +272,7 @@ class Genotype:
 
 # ---------------------------------------------------------------------- authors' text format
 _OFFICIAL_CALLS = {'Genotype_nested', 'Genotype_opt', 'Genotype_multi', 'Genotype'}
+_OFFICIAL_FIELDS = ('genes', 'seq', 'reductions', 'concat')
 
 
 def _literal(node: ast.AST, where: str) -> Any:
@@ -348,14 +281,14 @@ def _literal(node: ast.AST, where: str) -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = node.operand.value
-        if _is_int(value):
+        if is_int(value):
             return -value
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(elt, f'{where}[{i}]') for i, elt in enumerate(node.elts)]
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'range'
             and not node.keywords and 1 <= len(node.args) <= 3):
         args = [_literal(a, where) for a in node.args]
-        if all(_is_int(a) for a in args) and all(abs(a) <= 10_000 for a in args):
+        if all(is_int(a) for a in args) and all(abs(a) <= 10_000 for a in args):
             return list(range(*args))
     text = ast.unparse(node) if hasattr(ast, 'unparse') else type(node).__name__
     raise GenotypeError(f'{where}: unsupported expression {text[:80]!r} (only lists, tuples, integers, '
@@ -372,6 +305,8 @@ def parse_official(text: str, name: Optional[str] = None, empty_cell: str = 'err
         raise GenotypeError(f'parse_official expects text, got {type(text).__name__}')
     try:
         tree = ast.parse(text.strip(), mode='eval')
+    except ValueError:  # null bytes (SyntaxError on newer Pythons)
+        raise GenotypeError('not a genotype expression: the text holds null bytes') from None
     except SyntaxError as err:
         raise GenotypeError(f'not a genotype expression: {err.msg} at line {err.lineno}, column {err.offset}') \
             from None
@@ -381,16 +316,19 @@ def parse_official(text: str, name: Optional[str] = None, empty_cell: str = 'err
     if call.args:
         raise GenotypeError(f'{call.func.id}: positional arguments are not supported, use keywords')
     fields = {kw.arg: _literal(kw.value, f'{call.func.id}.{kw.arg}') for kw in call.keywords}
+    unknown = sorted(str(k) for k in fields if k not in _OFFICIAL_FIELDS)
+    if unknown:
+        raise GenotypeError(f'{call.func.id}: unknown field "{unknown[0]}" (known: {", ".join(_OFFICIAL_FIELDS)})')
     if 'genes' not in fields:
         raise GenotypeError(f'{call.func.id}: missing field "genes"')
     genes = fields['genes']
     if 'seq' in fields:
         seq = fields['seq']
-        if not isinstance(seq, list) or not all(_is_int(s) and 0 <= s < len(genes) for s in seq):
+        if not isinstance(seq, list) or not all(is_int(s) and 0 <= s < len(genes) for s in seq):
             raise GenotypeError(f'{call.func.id}.seq: every entry must index one of the {len(genes)} genes')
         genes = [genes[s] for s in seq]
     if 'reductions' not in fields:
         raise GenotypeError(f'{call.func.id}: missing field "reductions"')
     meta = {'source_format': call.func.id}
-    return Genotype(genes, fields['reductions'], fields.get('concat', (2, 3, 4, 5)), name, meta, empty_cell)
+    return Genotype(genes, fields['reductions'], fields.get('concat'), name, meta, empty_cell)
 

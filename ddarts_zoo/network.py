@@ -1,25 +1,27 @@
-"""Derived (final) D-DARTS networks: stems, pruning of what no output reads, :class:`DDartsNet`.
+"""Derived (final) D-DARTS networks: stems, :class:`CellNetwork`, :class:`DDartsNet`.
 
 :class:`DDartsNet` follows timm's model API (``forward_features`` / ``forward_head`` / ``reset_classifier``
 / ``feature_info`` / ``forward_intermediates`` ...) and is scriptable, FX-traceable and ONNX-exportable.
-Registered timm models live in :mod:`ddarts_zoo.zoo`; :func:`build_stem` is shared with the search supernet.
+Registered timm models live in :mod:`ddarts_zoo.zoo`.  :func:`build_stem` and :class:`CellNetwork` (the
+stem dispatch and the run of the cells) are shared with the detection backbone and the search supernet;
+pruning belongs to :class:`~ddarts_zoo.cells.CellStack`.
 """
 # No `from __future__ import annotations` here: torch.fx copies forward()'s annotations into the code it
 # generates, and TorchScript cannot read them back as strings (timm's FX + TorchScript test).
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import create_classifier
 from timm.models._features import feature_take_indices
-from torch.utils.checkpoint import checkpoint
 
-from .cells import AuxHead, Cell, Node, PrunedCell
+from .cells import AuxHead, Cell, CellStack, Node, PrunedCell, plan_cells
+from .errors import UserError
 from .genotype import Genotype
 from .genotypes import load_genotype
 
-__all__ = ['Node', 'Cell', 'PrunedCell', 'AuxHead', 'DDartsNet', 'Stem', 'build_stem', 'STEM_TYPES',
-           'STEM_STRIDES']
+__all__ = ['Node', 'Cell', 'PrunedCell', 'AuxHead', 'CellStack', 'CellNetwork', 'DDartsNet', 'Stem',
+           'build_stem', 'level_source', 'STEM_TYPES', 'STEM_STRIDES']
 
 STEM_STRIDES: Dict[str, int] = {'cifar': 1, 'imagenet': 4, 'imagenet_darts': 8}
 """Stem type -> stride of the first cell's input ``s1``. ``cifar``: conv3x3 to ``stem_multiplier * C``.
@@ -63,20 +65,67 @@ def build_stem(stem_type: str, in_chans: int, channels: int, stem_multiplier: in
     return Stem({'stem0': stem0, 'stem1': stem1}, strides, channels, channels, True)
 
 
-def _needed_cells(reads: Sequence[Sequence[int]], targets: Iterable[int]) -> List[bool]:
-    """Which cells' outputs reach a target cell. Cell ``i`` reads cell ``i - 1`` as input 1 and cell ``i - 2``
-    as input 0 (``reads[i]``: the inputs its edges read)."""
-    n = len(reads)
-    needed = [False] * n
-    for t in targets:
-        needed[t] = True
-    for j in range(n - 1, -1, -1):
-        needed[j] = needed[j] or (j + 1 < n and needed[j + 1] and 1 in reads[j + 1]) or (
-            j + 2 < n and needed[j + 2] and 0 in reads[j + 2])
-    return needed
+def level_source(module: str) -> int:
+    """What a feature level's ``module`` taps: -2 the stem's ``s0`` (``'stem0'``), -1 its ``s1`` (``'stem'``,
+    ``'stem1'``), ``i`` the output of cell ``i`` (``'cells.i'``)."""
+    if module.startswith('cells.'):
+        return int(module.split('.')[1])
+    return -2 if module == 'stem0' else -1
 
 
-class DDartsNet(nn.Module):
+class CellNetwork:
+    """Mixin of the modules made of a :func:`build_stem` stem and a :class:`CellStack` ``cells`` (the derived
+    network, the detection backbone, the search supernet): the one stem dispatch and the one run of the cells."""
+
+    def stem_states(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The first cell's inputs ``(s0, s1)``: the CIFAR stem's output twice, or ``stem0`` and ``stem1``."""
+        if hasattr(self, 'stem'):  # resolved at compile time under TorchScript
+            s = self.stem(x)
+            return s, s
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+    def run_cells(self, x: torch.Tensor, sources: List[int], end: Optional[int] = None, with_aux: bool = False,
+                  checkpointing: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Run the stem and cells ``0 .. end - 1`` (all when ``None``); return the last output and those of
+        ``sources`` (see :func:`level_source`), in that order."""
+        s0, s1 = self.stem_states(x)
+        last, tapped = self.cells(s0, s1, None, 0, end, sources, with_aux, checkpointing)
+        tapped[-2] = s0
+        tapped[-1] = s1
+        return last, [tapped[s] for s in sources]
+
+
+def _build_cells(geno: Genotype, stem: Stem, stem_type: str, c: int, drop_path_rate: float, prune: bool,
+                 aux_target: int) -> Tuple[CellStack, Dict[int, Tuple[str, int, int]], int, int]:
+    """The cells of ``geno`` after ``stem``, as :func:`plan_cells` keeps them for the last cell and
+    ``aux_target``; also the feature levels (stride -> module, channels, source), the auxiliary head's input
+    channels and the last cell's output channels."""
+    n = geno.num_cells
+    reads = [sorted({e.src for e in geno.live_gene(i, warn=False)} & {0, 1}) for i in range(n)]
+    plan = plan_cells(reads, [n - 1], aux_target, prune)
+    c_pp, c_p, reduction_prev, stride = stem.c_pp, stem.c_p, stem.reduction_prev, STEM_STRIDES[stem_type]
+    levels = {s: (name, c_pp if name == 'stem0' else c_p, level_source(name)) for name, s in stem.strides.items()}
+    cells: List[nn.Module] = []
+    aux_chs = 0
+    for i in range(n):
+        reduction = geno.is_reduction(i)
+        if reduction:
+            c *= 2
+            stride *= 2
+        cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate, prune) if plan.built[i] \
+            else PrunedCell(geno.multiplier(i) * c, reduction)
+        cells.append(cell)
+        reduction_prev = reduction
+        c_pp, c_p = c_p, cell.out_chs
+        if plan.computed[i]:
+            levels[stride] = (f'cells.{i}', cell.out_chs, i)
+        if i == aux_target:
+            aux_chs = cell.out_chs
+    return CellStack(cells, reads, plan.aux_only), levels, aux_chs, c_p
+
+
+class DDartsNet(CellNetwork, nn.Module):
     """A network derived from a D-DARTS / DARTOpti genotype.
 
     Args:
@@ -136,54 +185,24 @@ class DDartsNet(nn.Module):
         self.prune_unused_inputs = prune_unused_inputs
         self.grad_checkpointing = False
 
-        c = init_channels
-        stem = build_stem(stem_type, in_chans, c, stem_multiplier)
+        stem = build_stem(stem_type, in_chans, init_channels, stem_multiplier)
         for name, module in stem.modules.items():
             self.add_module(name, module)
-        c_pp, c_p, reduction_prev, stride = stem.c_pp, stem.c_p, stem.reduction_prev, STEM_STRIDES[stem_type]
-        # stride -> (module, channels, source); source: -2 the stem's s0 ('stem0'), -1 its s1, i >= 0 cell i
-        levels = {s: (name, c_pp if name == 'stem0' else c_p, -2 if name == 'stem0' else -1)
-                  for name, s in stem.strides.items()}
-
-        n = geno.num_cells
         last_reduction = max(geno.reductions) if geno.reductions else -1
         with_aux = auxiliary and num_classes > 0 and last_reduction >= 0
-        self._reads = [sorted({e.src for e in geno.live_gene(i, warn=False)} & {0, 1}) for i in range(n)]
-        main = _needed_cells(self._reads, [n - 1]) if prune_unused_inputs else [True] * n
-        built = _needed_cells(self._reads, [n - 1] + [last_reduction] * with_aux) \
-            if prune_unused_inputs else main
-        cells: List[nn.Module] = []
-        aux_chs = 0
-        for i in range(n):
-            reduction = geno.is_reduction(i)
-            if reduction:
-                c *= 2
-                stride *= 2
-            if built[i]:
-                cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate,
-                            prune_unused_inputs)
-                cell.aux_only = not main[i]
-            else:
-                cell = PrunedCell(geno.multiplier(i) * c, reduction)
-            cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.out_chs
-            if main[i]:
-                levels[stride] = (f'cells.{i}', cell.out_chs, i)
-            if i == last_reduction:
-                aux_chs = cell.out_chs
-        self.cells = nn.ModuleList(cells)
+        self.aux_index = last_reduction if with_aux else -1
+        self.cells, levels, aux_chs, c_p = _build_cells(geno, stem, stem_type, init_channels, drop_path_rate,
+                                                        prune_unused_inputs, self.aux_index)
         self.feature_info: List[Dict[str, Any]] = [
             dict(num_chs=ch, reduction=s, module=m) for s, (m, ch, _) in sorted(levels.items())]
         self._level_sources: List[int] = [src for _, (_, _, src) in sorted(levels.items())]
-        self.aux_index = last_reduction if with_aux else -1
         self._aux_cfg = (aux_chs, 3 if stem_type == 'cifar' else 2)  # (input channels, pool stride)
         self.aux_head = AuxHead(aux_chs, num_classes, self._aux_cfg[1]) if with_aux else None
 
         self.num_features = self.head_hidden_size = c_p
         self.global_pool, self.classifier = create_classifier(c_p, num_classes, pool_type=global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.pruned_modules: Tuple[str, ...] = self._cell_prefixes_pruned()
+        self.pruned_modules: Tuple[str, ...] = self.cells.pruned_prefixes(geno.num_cells)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -196,17 +215,6 @@ class DDartsNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
-
-    def _cell_prefixes_pruned(self) -> Tuple[str, ...]:
-        out: List[str] = []
-        for i in range(self.genotype.num_cells):
-            cell = self.cells[i] if i < len(self.cells) else None
-            if cell is None or isinstance(cell, PrunedCell):
-                out.append(f'cells.{i}.')
-            else:
-                out += [f'cells.{i}.preprocess{k}.' for k in (0, 1)
-                        if isinstance(getattr(cell, f'preprocess{k}'), nn.Identity)]
-        return tuple(out)
 
     # ------------------------------------------------------------------ timm API
     @torch.jit.ignore
@@ -239,31 +247,18 @@ class DDartsNet(nn.Module):
 
     def set_drop_path(self, rate: float) -> None:
         """Change the drop-path probability of every node (training recipes ramp it over epochs)."""
-        for cell in self.cells:
-            cell.set_drop_path(rate)
+        self.cells.set_drop_path(rate)
 
     # ------------------------------------------------------------------ forward
-    def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if hasattr(self, 'stem'):  # resolved at compile time under TorchScript
-            s = self.stem(x)
-            return s, s
-        s0 = self.stem0(x)
-        return s0, self.stem1(s0)
-
     def _forward_cells(self, x: torch.Tensor, with_aux: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        s0, s1 = self._stem(x)
+        sources: List[int] = []
+        if with_aux and self.aux_index >= 0:
+            sources.append(self.aux_index)
+        last, taps = self.run_cells(x, sources, None, with_aux, self.grad_checkpointing)
         aux_input: Optional[torch.Tensor] = None
-        for i, cell in enumerate(self.cells):
-            if cell.aux_only and not with_aux:
-                out = s1  # only the auxiliary head reads this cell
-            elif self.grad_checkpointing and not torch.jit.is_scripting():
-                out = checkpoint(cell, s0, s1, use_reentrant=False)
-            else:
-                out = cell(s0, s1)
-            s0, s1 = s1, out
-            if with_aux and i == self.aux_index:
-                aux_input = s1
-        return s1, aux_input
+        if len(taps) > 0:
+            aux_input = taps[0]
+        return last, aux_input
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_cells(x, False)[0]
@@ -288,7 +283,13 @@ class DDartsNet(nn.Module):
 
     # ------------------------------------------------------------------ intermediate features (timm 1.0)
     def _take_levels(self, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        n = len(self.feature_info)
+        if indices is not None and not (0 < indices <= n if isinstance(indices, int) else
+                                        len(indices) and all(-n <= i < n for i in indices)):
+            levels = ', '.join(f'{i}: {f["module"]}' for i, f in enumerate(self.feature_info))
+            raise UserError(f'feature indices {indices!r} select no valid level: give None (all), a count '
+                            f'1..{n} or a non-empty list of indices of the {n} levels ({levels})')
+        take, max_index = feature_take_indices(n, indices)
         for i in take:
             src = self._level_sources[i]
             if src >= len(self.cells) or (src >= 0 and isinstance(self.cells[src], PrunedCell)):
@@ -312,23 +313,10 @@ class DDartsNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         take, max_index = self._take_levels(indices)
-        wanted = {self._level_sources[i] for i in take}
-        s0, s1 = self._stem(x)
-        taps: Dict[int, torch.Tensor] = {-2: s0, -1: s1}
-        last = self._level_sources[max_index] if stop_early else len(self.cells) - 1
-        for i in range(last + 1):
-            cell = self.cells[i]
-            if cell.aux_only:
-                out = s1
-            elif self.grad_checkpointing:
-                out = checkpoint(cell, s0, s1, use_reentrant=False)
-            else:
-                out = cell(s0, s1)
-            s0, s1 = s1, out
-            if i in wanted:
-                taps[i] = out
-        intermediates = [taps[self._level_sources[i]] for i in take]
-        return intermediates if intermediates_only else (s1, intermediates)
+        end = self._level_sources[max_index] + 1 if stop_early else len(self.cells)
+        last, intermediates = self.run_cells(x, [self._level_sources[i] for i in take], max(end, 0), False,
+                                             self.grad_checkpointing)
+        return intermediates if intermediates_only else (last, intermediates)
 
     @torch.jit.ignore
     def prune_intermediate_layers(
@@ -347,19 +335,8 @@ class DDartsNet(nn.Module):
         last = self._level_sources[max_index]
         keep_aux = not prune_head and self.aux_head is not None and self.aux_index <= last
         targets = [self._level_sources[i] for i in take if self._level_sources[i] >= 0]
-        if self.prune_unused_inputs:
-            main = _needed_cells(self._reads[:last + 1], targets)
-            needed = _needed_cells(self._reads[:last + 1], targets + [self.aux_index] * keep_aux)
-        else:
-            main = needed = [True] * (last + 1)
-        cells: List[nn.Module] = []
-        for i in range(last + 1):
-            cell = self.cells[i]
-            if not needed[i] and not isinstance(cell, PrunedCell):
-                cell = PrunedCell(cell.out_chs, cell.reduction)
-            cell.aux_only = needed[i] and not main[i]
-            cells.append(cell)
-        self.cells = nn.ModuleList(cells)
+        self.cells = self.cells.pruned_for(last, targets, self.aux_index if keep_aux else -1,
+                                           self.prune_unused_inputs)
         head: List[str] = [p for p in self.pruned_modules if not p.startswith('cells.')]
         if not keep_aux and self.aux_head is not None:
             head.append('aux_head.')
@@ -369,5 +346,5 @@ class DDartsNet(nn.Module):
                 head.append('classifier.')
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
             self.reset_classifier(0, '')
-        self.pruned_modules = self._cell_prefixes_pruned() + tuple(sorted(set(head)))
+        self.pruned_modules = self.cells.pruned_prefixes(self.genotype.num_cells) + tuple(sorted(set(head)))
         return take

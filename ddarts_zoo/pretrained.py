@@ -3,6 +3,7 @@
 :func:`prepare_pretrained` checks, before timm builds a model, that its weights can be had and read (an
 unreachable Hub or a missing repo / file fails within seconds, naming model, repo, file, endpoint and the
 offline alternatives); :func:`pretrained_errors` turns timm's loading errors into the same exception family.
+A local or downloaded weights file is read as data only: safetensors, or a pickle of tensors (no code runs).
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Tuple, Union
 
 from .convert import CheckpointError
+from .errors import UnreadableFileError
+from .utils.io import safe_torch_load
 from .weights import PRETRAINED_TAGS, WEIGHTS_FILE, local_weights_dir, published_tags
 
 __all__ = [
     'PretrainedWeightsError', 'WeightsUnavailableError', 'CorruptWeightsError', 'WeightsMismatchError',
-    'WeightsSource', 'resolve_weights_source', 'check_safetensors', 'fetch_hub_file', 'prepare_pretrained',
+    'WeightsSource', 'resolve_weights_source', 'check_safetensors', 'check_weights_file', 'fetch_hub_file',
+    'prepare_pretrained',
     'pretrained_errors',
 ]
 
@@ -32,8 +36,8 @@ class WeightsUnavailableError(PretrainedWeightsError):
     """The Hub is unreachable, or the repo / file does not exist there (and nothing is cached)."""
 
 
-class CorruptWeightsError(PretrainedWeightsError):
-    """A weights file exists but cannot be read (truncated download, not a safetensors file ...)."""
+class CorruptWeightsError(PretrainedWeightsError, UnreadableFileError):
+    """A weights file exists but cannot be read (truncated download, random bytes, a pickle with code ...)."""
 
 
 class WeightsMismatchError(PretrainedWeightsError):
@@ -95,7 +99,10 @@ class WeightsSource:
 
 
 def resolve_weights_source(cfg: Mapping[str, Any]) -> WeightsSource:
-    """Mirror of timm's source priority: ``source=hf-hub|local-dir``, then state_dict, file, hf_hub_id, url."""
+    """Where timm will load ``cfg``'s weights from: ``source=hf-hub|local-dir``, then state_dict, file, hf_hub_id, url.
+
+    timm has no public function for this; a test compares this order with timm's own on every kind of source.
+    """
     source = cfg.get('source') or ''
     hub_id = cfg.get('hf_hub_id')
     if source == 'local-dir':
@@ -186,6 +193,22 @@ def check_safetensors(path: Union[str, Path], model_name: str = 'model', hint: s
             f'{hint or "replace it with a good copy (re-export or download it again)"}.') from err
 
 
+def check_weights_file(path: Union[str, Path], model_name: str = 'model', hint: str = '') -> None:
+    """Check that a weights file reads as tensors only (safetensors, or a tensor pickle with no code in it).
+
+    Raises :class:`CorruptWeightsError` naming the file, its size and what was expected.
+    """
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        check_safetensors(path, model_name, hint)
+        return
+    try:
+        safe_torch_load(path, expected='a state dict of tensors (.safetensors, .pth, .bin)')
+    except UnreadableFileError as err:
+        raise CorruptWeightsError(f'{model_name}: the weights file {err}'
+                                  + (f'. {hint}' if hint else '')) from None
+
+
 def prepare_pretrained(variant: str, kwargs: Mapping[str, Any]) -> WeightsSource:
     """Check, before timm builds the model, that the pretrained weights can be had and read.
 
@@ -213,17 +236,18 @@ def prepare_pretrained(variant: str, kwargs: Mapping[str, Any]) -> WeightsSource
                 raise
             source = dataclasses.replace(source, filename='pytorch_model.bin')
             path = fetch_hub_file(label, source.repo_id, source.filename, source.revision, kwargs.get('cache_dir'))
-        if path.endswith('.safetensors'):
-            check_safetensors(path, label, hint=f'remove the cached copy (`hf cache rm model/{source.repo_id}`) '
-                                                f'and retry; if it persists, the file on the Hub is damaged')
+        check_weights_file(path, label, hint=f'remove the cached copy (`hf cache rm model/{source.repo_id}`) '
+                                             f'and retry; if it persists, the file on the Hub is damaged')
         source = WeightsSource('hf-hub', source.repo_id, source.revision, source.filename, path, label)
     elif source.kind in ('file', 'local-dir'):
         path = Path(source.path or '')
         target = path / WEIGHTS_FILE if source.kind == 'local-dir' else path
         if source.kind == 'file' and not path.is_file():
             raise WeightsUnavailableError(f'{label}: pretrained weights file {path} does not exist')
-        if target.is_file() and target.suffix == '.safetensors':
-            check_safetensors(target, label)
+        if source.kind == 'local-dir' and not target.is_file() and (path / 'pytorch_model.bin').is_file():
+            target = path / 'pytorch_model.bin'  # timm's fallback of a folder without safetensors
+        if target.is_file():
+            check_weights_file(target, label)
     return dataclasses.replace(source, label=label)
 
 
@@ -244,6 +268,9 @@ def pretrained_errors(variant: str, source: Optional[WeightsSource]) -> Iterator
                 f'{variant}: the weights from {where} do not fit the model that was built. Build it with the '
                 f'model arguments recorded with the weights (config.json "model_args"); pass num_classes=N '
                 f'to get a fresh classifier for another number of classes.\n{text}') from err
+        if 'weights_only' in text:  # torch refused a pickle (its text advises unsafe loading: not shown)
+            raise CorruptWeightsError(f'{variant}: the weights from {where} are not a plain tensor file (it holds '
+                                      f'Python objects other than tensors, which are never loaded)') from None
         if kind == 'corrupt' or ('safetensors' in text.lower() and 'header' in text.lower()):
             raise CorruptWeightsError(f'{variant}: cannot read the weights from {where}: {text}') from err
         if kind:

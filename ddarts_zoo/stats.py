@@ -19,7 +19,7 @@ from .genotypes import load_genotype
 from .ops import DARTOPTI_SPACE
 
 __all__ = ['CellStats', 'GenotypeStats', 'op_params', 'cell_widths', 'genotype_stats', 'format_stats',
-           'format_comparison', 'DEFAULT_WIDTH']
+           'format_cells', 'format_comparison', 'DEFAULT_WIDTH']
 
 DEFAULT_WIDTH = 36
 """Initial width C of the paper's CIFAR networks (D-DARTS; the paper trains DARTOpti results at 64)."""
@@ -147,7 +147,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
     return '\n'.join(lines)
 
 
-def _cell_table(stats: GenotypeStats) -> str:
+def format_cells(stats: GenotypeStats) -> str:
+    """One row per cell: type, width, live edges, count of each op, op parameters; then the op legend."""
     ops = list(stats.counts)
     header = ['cell', 'type', 'C', 'edges', *(_short(op) for op in ops), 'params']
     rows = []
@@ -170,7 +171,7 @@ def format_stats(stats: GenotypeStats) -> str:
              f'{100 * share[op]:.1f}%'] for op, n in stats.counts.items()]
     rows.append(['total', str(stats.num_edges), '100.0%', _fmt_params(stats.total_params), '100.0%'])
     overall = _table(['op', 'edges', 'edge %', 'params', 'param share'], rows)
-    return f'{head}\n\nper cell:\n{_cell_table(stats)}\n\noverall:\n{overall}'
+    return f'{head}\n\nper cell:\n{format_cells(stats)}\n\noverall:\n{overall}'
 
 
 def format_comparison(stats: GenotypeStats, baseline: GenotypeStats, distance: Optional[float] = None) -> str:

@@ -3,6 +3,8 @@
 CIFAR: random crop (padding 4), horizontal flip, AutoAugment (torchvision's CIFAR-10 policy), cutout 16.
 ImageNet: random resized crop 224, flip, AutoAugment (ImageNet policy); test: resize 256, center crop 224.
 Digits (in-memory tensors): random crop (padding 4) and cutout only.
+Image folders (:func:`folder_transforms`): every image is resized (shorter side) and center-cropped to the
+folder's size; then the CIFAR recipe up to :data:`SMALL_IMAGE_MAX` px, the ImageNet one (timm) above.
 """
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .data import dataset_info
+from .data import DatasetInfo, dataset_info
 
-__all__ = ['Cutout', 'RandomCropTensor', 'build_transforms']
+__all__ = ['Cutout', 'RandomCropTensor', 'build_transforms', 'folder_transforms', 'SMALL_IMAGE_MAX']
+
+SMALL_IMAGE_MAX = 64
 
 
 class Cutout:
@@ -53,8 +57,42 @@ def _compose(steps: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> Callabl
     return apply
 
 
-def build_transforms(dataset: str, cutout: int, autoaugment: bool) -> Tuple[Any, Optional[Any]]:
-    """(train transform, test transform) of the recipe for ``dataset`` (``cutout`` px, 0 disables)."""
+def folder_transforms(info: DatasetInfo, cutout: int = 0, autoaugment: bool = False) -> Tuple[Any, Any]:
+    """(train transform, test transform) of an image folder (PIL images of any size -> normalised tensors).
+
+    Test: resize the shorter side to ``info.image_size`` and center-crop (timm ``create_transform``).
+    Train: up to :data:`SMALL_IMAGE_MAX` px the same, then random crop (padding size/8) and flip (CIFAR
+    recipe, AutoAugment's CIFAR-10 policy); above, timm's random resized crop and flip (ImageNet recipe,
+    AutoAugment's ImageNet policy).  ``cutout`` px (0 disables) comes last.
+    """
+    import torchvision.transforms as T
+    from timm.data import create_transform
+    size, shape = info.image_size, (info.in_chans, info.image_size, info.image_size)
+    common = dict(input_size=shape, interpolation='bilinear', mean=info.mean, std=info.std)
+    test = create_transform(is_training=False, crop_pct=1.0, **common)
+    cut = [Cutout(cutout)] if cutout > 0 else []
+    if size <= SMALL_IMAGE_MAX:
+        aa = [T.AutoAugment(T.AutoAugmentPolicy.CIFAR10)] if autoaugment else []
+        train = T.Compose([T.Resize(size), T.CenterCrop(size), T.RandomCrop(size, padding=max(1, size // 8)),
+                           T.RandomHorizontalFlip(), *aa, T.ToTensor(), T.Normalize(info.mean, info.std),
+                           *cut])
+    else:
+        train = create_transform(is_training=True, color_jitter=None,
+                                 auto_augment='original' if autoaugment else None, **common)
+        train = T.Compose([train, *cut]) if cut else train
+    return train, test
+
+
+def build_transforms(dataset: str, cutout: int, autoaugment: bool,
+                     info: Optional[DatasetInfo] = None) -> Tuple[Any, Optional[Any]]:
+    """(train transform, test transform) of the recipe for ``dataset`` (``cutout`` px, 0 disables).
+
+    ``info``: the folder's :func:`~ddarts_zoo.data.dataset_info` (required for ``folder``).
+    """
+    if dataset == 'folder':
+        if info is None:
+            raise ValueError("build_transforms('folder', ...) needs info=dataset_info('folder', root)")
+        return folder_transforms(info, cutout, autoaugment)
     info = dataset_info(dataset)
     cut = [Cutout(cutout)] if cutout > 0 else []
     if dataset == 'digits':  # tensors, already normalised by the dataset

@@ -5,12 +5,13 @@
 inputs, ``--classes``, 7-op DARTS space, random data) for every requested implementation and loss:
 
 * ``project`` -- this project's step (the one the searcher runs);
-* ``authors`` -- the authors' own code, unchanged, through ``ref_search_bench.py`` (``--authors-tool``) and
-  their repository (``--authors-dir``); on CPU that tool redirects their hard-coded CUDA calls;
+* ``authors`` -- the authors' own code, unchanged, timed by :mod:`search.authors_step` from a clone of
+  https://github.com/aheuillet/D-DARTS (``--authors-dir`` or the ``DDARTS_AUTHORS_DIR`` environment variable);
+  on CPU their hard-coded CUDA calls are redirected;
 * ``reference`` -- optional: this project's re-implementation of the authors' cost structure.
 
 Every measurement runs in a fresh subprocess with ``--threads`` intra-op threads.  Seconds per step are the
-mean over ``--steps`` timed steps after warm-up.  Peak memory uses the authors' tool's method for every row:
+mean over ``--steps`` timed steps after warm-up.  Peak memory is measured the same way for every row:
 on CUDA ``max_memory_allocated`` during one step (minus what was allocated before it), on CPU the process'
 peak RSS.  The speed-up column divides the authors' time by the row's time (same loss, same precision).
 """
@@ -28,20 +29,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-_ROOT = Path(__file__).resolve().parent.parent
-if __package__ in (None, ''):
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from ddarts_zoo.utils.dist import DistContext  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
-from search.losses import LOSSES  # noqa: E402
-from search.reference import build_agents, reference_architecture_gradients  # noqa: E402
-from search.step import SearchSteps  # noqa: E402
-from search.supernet import SuperNet  # noqa: E402
+from ddarts_zoo.utils.dist import DistContext
+from search.config import SearchConfig
+from search.losses import LOSSES
+from search.reference import build_agents, reference_architecture_gradients
+from search.step import SearchUpdates
+from search.supernet import SuperNet
 
 IMPLS = ('project', 'authors', 'reference')
 AUTHORS_LOSSES = ('fair', 'ablation')
@@ -49,36 +44,36 @@ AUTHORS_LOSSES = ('fair', 'ablation')
 keeps the ablated passes' graphs as well."""
 
 
-def _default_authors_path(name: str) -> Path:
-    """``.bench/NAME`` inside the repository (a GPU machine's copy) if present, else ``../shared/...``."""
-    local = _ROOT / '.bench' / name.replace('reference/', '')
-    return local if local.exists() else (_ROOT.parent / 'shared' / name)
+AUTHORS_DIR_ENV = 'DDARTS_AUTHORS_DIR'
+"""Environment variable naming a clone of https://github.com/aheuillet/D-DARTS (``--authors-dir`` overrides it)."""
+CLONE_HINT = ('git clone --depth 1 https://github.com/aheuillet/D-DARTS, then pass --authors-dir D-DARTS '
+              f'(or set {AUTHORS_DIR_ENV}), or measure this project alone with --impl project')
 
 
 # ---------------------------------------------------------------------------------------------- project
 def _project_step(impl: str, loss: str, net: SuperNet, args: argparse.Namespace, dev: torch.device):
     """A closure running one search step (architecture update of every cell, one weight update): the
-    searcher's own :class:`~search.step.SearchSteps`, or its architecture update replaced by the authors'
+    searcher's own :class:`~search.step.SearchUpdates`, or its architecture update replaced by the authors'
     cost structure (``reference``: one backward pass and one Adam per cell)."""
     cfg = SearchConfig(loss=loss, amp=args.amp, amp_dtype=args.amp_dtype, device=args.device,
                        cuda_graphs=args.cuda_graphs and impl == 'project', layers=args.cells, channels=args.C,
                        mc_batched=args.mc_batched)
-    steps = SearchSteps(net, cfg, DistContext(device=dev))
+    updates = SearchUpdates(net, cfg, DistContext(device=dev))
     agents = build_agents(net) if impl == 'reference' else None
     counter = itertools.count()
 
     def step(xa, ya, xw, yw) -> None:
         k = next(counter)
         if agents is None:
-            steps.arch_step(xa, ya, 0, k, k)
+            updates.arch_step(xa, ya, 0, k, k)
         else:
-            res = reference_architecture_gradients(net, xa, ya, loss=loss, generator=steps.mc_gen,
-                                                   autocast=steps.autocast)
+            res = reference_architecture_gradients(net, xa, ya, loss=loss, generator=updates.mc_gen,
+                                                   autocast=updates.autocast)
             for agent, g in zip(agents, res.grads):
                 agent.alpha.grad = g
                 agent.optimizer.step()
                 agent.alpha.grad = None
-        steps.weight_step(xw, yw, 0, k, k)
+        updates.weight_step(xw, yw, 0, k, k)
 
     return step
 
@@ -128,11 +123,7 @@ def run_project(impl: str, loss: str, args: argparse.Namespace) -> Dict[str, Any
 
 # ---------------------------------------------------------------------------------------------- drivers
 def _authors_cmd(loss: str, args: argparse.Namespace) -> List[str]:
-    for label, path in (('--authors-tool', args.authors_tool), ('--authors-dir', args.authors_dir)):
-        if not Path(path).exists():
-            raise SystemExit(f'{label} {path}: not found (copy ../shared/tools and '
-                             f'../shared/reference/authors-code into .bench/, or pass --impl project)')
-    cmd = [sys.executable, str(args.authors_tool), str(Path(args.authors_dir).resolve()), '--device', args.device,
+    cmd = [sys.executable, '-m', 'search.authors_step', str(Path(args.authors_dir).resolve()), '--device', args.device,
            '--loss', loss if loss in AUTHORS_LOSSES else 'ablation', '--batch', str(args.batch), '--C', str(args.C),
            '--cells', str(args.cells), '--classes', str(args.classes), '--steps', str(args.steps),
            '--threads', str(args.threads)]
@@ -140,7 +131,7 @@ def _authors_cmd(loss: str, args: argparse.Namespace) -> List[str]:
 
 
 def _worker_cmd(impl: str, loss: str, args: argparse.Namespace) -> List[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), '--worker', impl, loss]
+    cmd = [sys.executable, '-m', 'search.bench', '--worker', impl, loss]
     for k in ('device', 'amp_dtype', 'batch', 'C', 'cells', 'classes', 'steps', 'warmup', 'threads'):
         cmd += [f'--{k.replace("_", "-")}', str(getattr(args, k))]
     cmd += ['--amp'] if args.amp else []
@@ -153,7 +144,7 @@ def measure(impl: str, loss: str, args: argparse.Namespace) -> Dict[str, Any]:
     cmd = _authors_cmd(loss, args) if impl == 'authors' else _worker_cmd(impl, loss, args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(_ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or ['no output']
@@ -209,15 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this project's marginal-contribution reruns stacked into one batch (default: by size)")
     p.add_argument('--loss', nargs='+', choices=list(LOSSES), default=list(LOSSES))
     p.add_argument('--impl', nargs='+', choices=IMPLS, default=['project', 'authors'])
-    p.add_argument('--batch', type=int, default=None, help='default: 72 on CUDA, 16 on CPU (issue #10 settings)')
+    p.add_argument('--batch', type=int, default=None, help='default: 72 on CUDA, 16 on CPU')
     p.add_argument('--C', type=int, default=16, help='initial width')
     p.add_argument('--cells', type=int, default=8)
     p.add_argument('--classes', type=int, default=None, help='default: 100 on CUDA, 10 on CPU')
     p.add_argument('--steps', type=int, default=3, help='timed steps per measurement')
-    p.add_argument('--warmup', type=int, default=1, help="this project's warm-up steps (the authors' tool: 2)")
+    p.add_argument('--warmup', type=int, default=1, help="this project's warm-up steps (the authors' step: 2)")
     p.add_argument('--threads', type=int, default=1, help='intra-op CPU threads of every measurement')
-    p.add_argument('--authors-dir', type=Path, default=_default_authors_path('reference/authors-code'))
-    p.add_argument('--authors-tool', type=Path, default=_default_authors_path('tools/ref_search_bench.py'))
+    p.add_argument('--authors-dir', type=Path, default=os.environ.get(AUTHORS_DIR_ENV) or None,
+                   help=f'a clone of https://github.com/aheuillet/D-DARTS (default: ${AUTHORS_DIR_ENV}); '
+                        'needed for the authors\' rows')
     p.add_argument('--json', type=Path, help='also write the settings and measurements here')
     p.add_argument('--worker', nargs=2, metavar=('IMPL', 'LOSS'), help=argparse.SUPPRESS)
     return p
@@ -233,6 +225,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.amp_dtype = args.amp_dtype or ('float16' if cuda else 'bfloat16')
     args.batch = args.batch or (72 if cuda else 16)
     args.classes = args.classes or (100 if cuda else 10)
+    if 'authors' in args.impl and not args.worker:
+        if args.authors_dir is None:
+            raise SystemExit(f"error: the authors' rows need their code: {CLONE_HINT}")
+        if not (Path(args.authors_dir) / 'model_search.py').is_file():
+            raise SystemExit(f'error: --authors-dir {args.authors_dir}: not a clone of '
+                             f'https://github.com/aheuillet/D-DARTS ({CLONE_HINT})')
     if args.worker:
         print(json.dumps(run_project(args.worker[0], args.worker[1], args)))
         return 0

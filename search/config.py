@@ -7,11 +7,16 @@ Defaults are the paper's search hyperparameters (Sec. 5.1: SGD 0.005 -> 0.001, m
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
+from ddarts_zoo.errors import UserError
+
 from .losses import LOSSES
-from .supernet import PARSE_METHODS, STEM_TYPES, SuperNet, resolve_op_names
+from .mixing import MIXINGS
+from .supernet import CELL_MODES, PARSE_METHODS, STEM_TYPES, SuperNet, default_reductions, resolve_op_names, \
+    shared_cell_groups
 
 __all__ = ['SearchConfig', 'build_supernet']
 
@@ -21,7 +26,8 @@ class SearchConfig:
     """Every option of ``python search/run.py`` (the ``quick`` preset of :mod:`search.presets` is its default).
 
     With a ``baseline`` (DARTOpti) the supernet takes the baseline's cells, reductions and node count:
-    ``layers`` and ``steps`` are not used.
+    ``layers`` and ``steps`` are not used, and ``multiplier`` is capped at the baseline's node count.
+    ``multiplier=None`` concatenates the last 4 nodes, or all of them when a cell has fewer (paper: 4 of 4).
     """
 
     # data
@@ -36,9 +42,10 @@ class SearchConfig:
     layers: int = 8
     channels: int = 16
     steps: int = 4
-    multiplier: int = 4
+    multiplier: Optional[int] = None
     stem_multiplier: int = 3
     stem: Optional[str] = None
+    cells: str = 'individual'   # 'individual': an alpha per cell (D-DARTS); 'shared': per cell type (DARTS)
     # schedule
     epochs: int = 50
     pretrain_epochs: Optional[int] = None
@@ -49,6 +56,7 @@ class SearchConfig:
     w01: float = 7.0
     w_abl: float = 0.5
     mc_batched: Optional[bool] = None
+    mixing: str = 'sigmoid'     # 'sigmoid' (D-DARTS, FairDARTS) or 'softmax' over the ops (DARTS)
     # architecture optimizers (one per cell / cell group)
     arch_lr: float = 3e-3
     arch_lr_min: float = 1e-3
@@ -86,6 +94,7 @@ class SearchConfig:
     plots: bool = True
     deterministic: bool = False
     threads: Optional[int] = None
+    dist_timeout: float = 600.0   # seconds a collective may wait for the other ranks (torchrun)
 
     def __post_init__(self) -> None:
         self.arch_betas = tuple(self.arch_betas)  # type: ignore[assignment]
@@ -97,6 +106,11 @@ class SearchConfig:
     @property
     def uses_baseline(self) -> bool:
         return self.baseline is not None
+
+    @property
+    def cell_multiplier(self) -> int:
+        """The nodes concatenated as a cell's output (``multiplier``, default 4, at most ``steps``)."""
+        return self.multiplier if self.multiplier is not None else min(4, self.steps)
 
     @property
     def early_stop_enabled(self) -> bool:
@@ -124,50 +138,86 @@ class SearchConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f'unknown search option(s): {", ".join(unknown)}')
+            raise UserError(f'unknown search option(s): {", ".join(unknown)}')
+        data = dict(data)
+        if data.get('multiplier') == 4 and data.get('steps', 4) < 4:  # saved before multiplier=None: same net
+            data['multiplier'] = None
         return cls(**data)
 
     def check(self) -> None:
-        """Raise ``ValueError`` naming the offending option."""
-        from ddarts_zoo.data import DATASETS
-        if self.dataset not in DATASETS:
-            raise ValueError(f'--dataset {self.dataset!r}: choose one of {", ".join(DATASETS)}')
-        if self.loss not in LOSSES:
-            raise ValueError(f'--loss {self.loss!r}: choose one of {", ".join(LOSSES)}')
-        if self.parse not in PARSE_METHODS:
-            raise ValueError(f'--parse {self.parse!r}: choose one of {", ".join(PARSE_METHODS)}')
+        """Raise :class:`UserError` naming the offending option."""
+        from ddarts_zoo.data import DATASET_NAMES
+        if self.dataset not in DATASET_NAMES:
+            raise UserError(f'--dataset {self.dataset!r}: choose one of {", ".join(DATASET_NAMES)}')
+        if self.dataset == 'folder' and not self.data:
+            raise UserError('--dataset folder needs --data ROOT (ROOT/train/<class>/<image>)')
+        self._check_method()
         if self.stem is not None and self.stem not in STEM_TYPES:
-            raise ValueError(f'--stem {self.stem!r}: choose one of {", ".join(STEM_TYPES)}')
+            raise UserError(f'--stem {self.stem!r}: choose one of {", ".join(STEM_TYPES)}')
         if self.amp_dtype is not None and self.amp_dtype not in ('float16', 'bfloat16'):
-            raise ValueError(f"--amp-dtype {self.amp_dtype!r}: choose 'float16' or 'bfloat16'")
-        if self.cuda_graphs and (self.device.startswith('cpu') or self.loss not in ('fair', 'ablation')):
-            raise ValueError(f'--cuda-graphs needs a CUDA device and --loss fair or ablation (got --device '
-                             f'{self.device}, --loss {self.loss})')
+            raise UserError(f"--amp-dtype {self.amp_dtype!r}: choose 'float16' or 'bfloat16'")
         if self.nonfinite not in ('skip', 'error'):
-            raise ValueError(f"--nonfinite {self.nonfinite!r}: choose 'skip' or 'error'")
-        for name in ('layers', 'channels', 'steps', 'multiplier', 'stem_multiplier', 'batch_size'):
-            if getattr(self, name) < 1:
-                raise ValueError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(self, name)}')
+            raise UserError(f"--nonfinite {self.nonfinite!r}: choose 'skip' or 'error'")
+        for name in ('layers', 'channels', 'steps', 'multiplier', 'stem_multiplier', 'batch_size', 'image_size'):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(self, name)}')
+        if self.multiplier is not None and self.baseline is None and self.multiplier > self.steps:
+            raise UserError(f'--multiplier {self.multiplier}: a cell concatenates its last MULTIPLIER nodes, '
+                            f'so it must be <= --steps ({self.steps})')
+        self._check_device()
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f'--threads must be >= 1, got {self.threads}')
+            raise UserError(f'--threads must be >= 1, got {self.threads}')
+        if not self.dist_timeout > 0:
+            raise UserError(f'--dist-timeout must be > 0 seconds, got {self.dist_timeout}')
         for name in ('epochs', 'pretrain_epochs', 'workers', 'max_nonfinite'):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f'--{name.replace("_", "-")} must be >= 0, got {getattr(self, name)}')
+                raise UserError(f'--{name.replace("_", "-")} must be >= 0, got {getattr(self, name)}')
         if not 0.0 < self.subset <= 1.0:
-            raise ValueError(f'--subset must be in (0, 1], got {self.subset}')
+            raise UserError(f'--subset must be in (0, 1], got {self.subset}')
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f'--threshold must be in [0, 1] (a sigmoid weight), got {self.threshold}')
+            raise UserError(f'--threshold must be in [0, 1] (a sigmoid weight), got {self.threshold}')
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f'--max-steps-per-epoch must be >= 1, got {self.max_steps_per_epoch}')
+            raise UserError(f'--max-steps-per-epoch must be >= 1, got {self.max_steps_per_epoch}')
         if self.channels % 2 and (self.stem == 'imagenet' or (self.stem is None and self.dataset == 'imagenet')):
-            raise ValueError(f'--channels must be even with the ImageNet stem (FactorizedReduce halves it), '
-                             f'got {self.channels}')
+            raise UserError(f'--channels must be even with the ImageNet stem (FactorizedReduce halves it), '
+                            f'got {self.channels}')
         resolve_op_names(self.op_set)
         if self.baseline is not None:
             from ddarts_zoo import genotypes as shipped
             if self.baseline not in shipped.names() and not os.path.exists(self.baseline):
-                raise ValueError(f'--baseline {self.baseline!r}: not a shipped genotype '
-                                 f'(resnet18, resnet50, xception, ...) nor a file')
+                raise UserError(f'--baseline {self.baseline!r}: not a shipped genotype '
+                                f'(resnet18, resnet50, xception, ...) nor a file')
+
+    def _check_method(self) -> None:
+        """The search method: loss, mixing, cell sharing, parsing, and what CUDA graphs allow."""
+        for flag, value, choices in (('--loss', self.loss, LOSSES), ('--mixing', self.mixing, MIXINGS),
+                                     ('--cells', self.cells, CELL_MODES), ('--parse', self.parse, PARSE_METHODS)):
+            if value not in choices:
+                raise UserError(f'{flag} {value!r}: choose one of {", ".join(choices)}')
+        mixing = MIXINGS[self.mixing]
+        if self.parse not in mixing.parse_choices:
+            raise UserError(f'--parse {self.parse} does not fit --mixing {self.mixing} (its weights sum to 1 over '
+                            f'the ops, no threshold applies): use --parse {" or ".join(mixing.parse_choices)}')
+        if self.cells == 'shared' and self.baseline is not None:
+            raise UserError('--cells shared cannot be combined with --baseline: the baseline\'s identical cells '
+                            'already share their alphas')
+        graph_losses = [name for name, loss in LOSSES.items() if loss.graph_capture]
+        if self.cuda_graphs and (self.device.startswith('cpu') or self.loss not in graph_losses):
+            raise UserError(f'--cuda-graphs needs a CUDA device and --loss {" or ".join(graph_losses)} (got '
+                            f'--device {self.device}, --loss {self.loss})')
+
+    def _check_device(self) -> None:
+        import torch
+        match = re.fullmatch(r'(auto|cpu|cuda)(?::(\d+))?', self.device or 'auto')
+        if match is None or (match.group(2) is not None and match.group(1) != 'cuda'):
+            raise UserError(f"--device {self.device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if match.group(1) == 'cuda':
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise UserError(f'--device {self.device}: CUDA is not available on this machine '
+                                f"(use --device cpu or 'auto')")
+            if match.group(2) is not None and int(match.group(2)) >= count:
+                raise UserError(f'--device {self.device}: this machine has {count} CUDA device(s)')
 
 
 def build_supernet(cfg: SearchConfig, num_classes: int, in_chans: int) -> SuperNet:
@@ -176,6 +226,8 @@ def build_supernet(cfg: SearchConfig, num_classes: int, in_chans: int) -> SuperN
     if cfg.baseline is not None:
         from ddarts_zoo.genotypes import load_genotype
         return SuperNet.from_baseline(load_genotype(cfg.baseline), num_classes, in_chans, cfg.channels,
-                                      op_names=cfg.op_set, multiplier=cfg.multiplier, stem=stem)
-    return SuperNet(num_classes, in_chans, cfg.channels, cfg.layers, cfg.steps, cfg.multiplier,
-                    cfg.stem_multiplier, cfg.op_set, stem=stem)
+                                      op_names=cfg.op_set, multiplier=cfg.multiplier or 4, stem=stem,
+                                      mixing=cfg.mixing)
+    groups = shared_cell_groups(cfg.layers, default_reductions(cfg.layers)) if cfg.cells == 'shared' else None
+    return SuperNet(num_classes, in_chans, cfg.channels, cfg.layers, cfg.steps, cfg.cell_multiplier,
+                    cfg.stem_multiplier, cfg.op_set, stem=stem, cell_groups=groups, mixing=cfg.mixing)

@@ -21,14 +21,15 @@ class EpochStats:
 
     Args:
         net: the supernet (its cells and alpha groups).
-        w01, w_abl: the loss weights of ``L_i = L_CE + w01 L01_i + w_abl L_abl_i``.
+        loss: the search's :class:`~search.losses.SearchLoss` (its per-cell loss ``L_i``, whether it has
+            marginal contributions).
     """
 
-    def __init__(self, net: Any, w01: float, w_abl: float) -> None:
+    def __init__(self, net: Any, loss: Any) -> None:
         self.n_cells, self.n_groups = net.layers, len(net.alphas)
-        self.w01, self.w_abl = w01, w_abl
+        self.loss = loss
         device = net.alphas[0].device
-        self._group_of_cell = torch.tensor([net.group_ids.index(g) for g in net.cell_groups], device=device)
+        self._group_of_cell = torch.tensor(net.group_of_cell, device=device)
         self._no_mc = torch.zeros(self.n_cells, dtype=torch.float64, device=device)
         self.arch_rows: List[torch.Tensor] = []
         self.weight_rows: List[torch.Tensor] = []
@@ -39,12 +40,10 @@ class EpochStats:
 
     def add_arch(self, res: Any, global_step: int) -> None:
         """Record an applied architecture step (an :class:`search.step.ArchGradients`)."""
-        ce, l01 = res.ce.double().reshape(1), res.l01.detach().double()
-        cells = ce + self.w01 * l01[self._group_of_cell]
-        if res.abl is not None:
-            cells = cells + self.w_abl * res.abl.detach().double()
+        cells = self.loss.cell_losses(res, self._group_of_cell)
         mc = self._no_mc if res.mc is None else res.mc.detach().double()
-        self.arch_rows.append(torch.cat([ce, res.correct.double().reshape(1), cells, l01, mc]))
+        self.arch_rows.append(torch.cat([res.ce.double().reshape(1), res.correct.double().reshape(1), cells,
+                                         res.l01.detach().double(), mc]))
         self.arch_steps.append(global_step)
         self.arch_counts.append(res.count)
 
@@ -71,8 +70,9 @@ class EpochStats:
         count = max(sum(self.weight_counts), 1)
         return {'loss': f'{loss / len(self.weight_rows):.3f}', 'acc': f'{correct / count:.3f}'}
 
-    def record(self, searching: bool, with_mc: bool, logs: Optional[Any] = None) -> Dict[str, Any]:
+    def record(self, searching: bool, logs: Optional[Any] = None) -> Dict[str, Any]:
         """The epoch's means (keys of the run's history); also writes the per-step scalars to ``logs``."""
+        with_mc = self.loss.needs_mc
         arch, weight = self._read()
         n, g = self.n_cells, self.n_groups
         a_steps, w_steps = max(len(arch), 1), max(len(weight), 1)

@@ -1,5 +1,6 @@
 """What a search run writes besides its checkpoint: ``search.log``, ``metrics.csv``, ``epochs.jsonl``,
-TensorBoard events, genotypes and end-of-run plots; and what it prints: one compact line per epoch.
+TensorBoard events, genotypes and end-of-run plots; and what it prints: one compact line per epoch, and at
+the end what a user acts on (:func:`end_of_search_text`).
 
 Full genotypes, marginal contributions and alpha entropies of every epoch go to ``search.log`` and
 ``epochs.jsonl`` only.  Rank 0 alone writes; on other ranks every method is a no-op.
@@ -9,16 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ddarts_zoo.genotype import Genotype
+from ddarts_zoo.stats import DEFAULT_WIDTH, format_cells, genotype_stats
 from ddarts_zoo.utils.dist import DistContext
 from ddarts_zoo.utils.io import atomic_write
 from ddarts_zoo.utils.logs import csv_text, open_tensorboard
 
-__all__ = ['RunLog', 'epoch_line']
+__all__ = ['RunLog', 'epoch_line', 'train_command', 'end_of_search_text']
+
+DIGITS_WIDTH = 8
+"""Initial width of the suggested training on digits (the width of the project's digits weights)."""
 
 log = logging.getLogger('ddarts_search')
 
@@ -44,6 +50,41 @@ def epoch_line(rec: Dict[str, Any], total_epochs: int, primary: Optional[Genotyp
         empty = primary.meta.get('empty_cells') or []
         parts.append(f'{sum(len(g) for g in primary.genes)} edges' + (f', empty cells {empty}' if empty else ''))
     return ' | '.join(parts)
+
+
+def train_command(genotype: Path, dataset: str, data: Optional[str], out: Path) -> str:
+    """The ``ddarts-zoo train`` command line that trains ``genotype`` on the searched dataset."""
+    args = ['ddarts-zoo', 'train', '--genotype', str(genotype), '--dataset', dataset]
+    if data:
+        args += ['--data', str(data)]
+    if dataset == 'digits':
+        args += ['--init-channels', str(DIGITS_WIDTH)]
+    return shlex.join(args + ['--out', str(out)])
+
+
+def _genotype_line(label: str, path: Path, geno: Genotype) -> str:
+    edges = sum(len(geno.live_gene(i, warn=False)) for i in range(geno.num_cells))
+    empty = geno.meta.get('empty_cells')
+    note = f'; cells {empty} kept no op (skip_connect)' if empty else ''
+    return f'  {label:<8} {path}  ({geno.num_cells} cells, {edges} live edges{note})'
+
+
+def end_of_search_text(run_dir: Path, genos: Dict[str, Genotype], primary: str, written: Sequence[str],
+                       dataset: str, data: Optional[str]) -> str:
+    """What the end of a search prints: the genotype files, the plots, the primary genotype per cell (op
+    counts, live edges) and the command that trains it; the full genotypes stay in the files."""
+    lines = ['genotypes (every edge in the files; `ddarts-zoo stats FILE` and `ddarts-zoo plot FILE` show them):']
+    lines += [_genotype_line(kind, run_dir / f'genotype_{kind}.json', g) for kind, g in genos.items()]
+    lines.append(_genotype_line('primary', run_dir / 'genotype.json', genos[primary]) + f' = {primary}')
+    plots = [Path(p) for p in written if p.endswith('.png')]
+    if plots:
+        lines.append(f'plots in {plots[0].parent}/: ' + ', '.join(p.name for p in plots))
+    width = DIGITS_WIDTH if dataset == 'digits' else DEFAULT_WIDTH
+    lines += ['', f'{primary} genotype per cell (live edges and ops; params of the cell ops at C={width}):',
+              format_cells(genotype_stats(genos[primary], width))]
+    cmd = train_command(run_dir / 'genotype.json', dataset, data, Path('runs/train') / run_dir.name)
+    lines += ['', 'train it:', f'  {cmd}']
+    return '\n'.join(lines)
 
 
 class RunLog:
@@ -135,12 +176,12 @@ class RunLog:
         for i, v in enumerate(rec['entropy']):
             self.scalar(f'entropy/cell_{i}', v, e)
 
-    def plots(self, history: List[Dict[str, Any]], net: Any) -> None:
+    def plots(self, history: List[Dict[str, Any]], net: Any, threshold: float = 0.85) -> None:
         """End-of-run plots under ``plots/``; a plotting failure is logged, never raised."""
         if not self.ctx.is_writer:
             return
         try:
             from .plots import plot_run
-            self.written.extend(plot_run(self.run_dir, history, net))
+            self.written.extend(plot_run(self.run_dir, history, net, threshold))
         except Exception as err:  # plotting must never lose a finished search
             self.info(f'plotting failed: {err!r}')

@@ -1,8 +1,10 @@
 """End-of-run plots of a search (matplotlib ``Figure`` objects rendered by Agg; pyplot's global state and
 backend are left alone).
 
-* ``alphas.png``: ``sigmoid(alpha)`` heatmap of every cell (rows: edges ``to<-src``, columns: ops);
-* ``marginal_contributions.png``: each cell's mean marginal contribution per epoch (``--loss ablation``);
+* ``alphas.png``: heatmap of every cell's mixing weights (``sigmoid(alpha)``, or the softmax over the ops with
+  ``--mixing softmax``; rows: edges ``to<-src``, columns: ops);
+* ``marginal_contributions.png``: each cell's mean marginal contribution per epoch (``--loss ablation`` and
+  ``ablation-grad``);
 * ``distance.png``: distance to the DARTOpti baseline per epoch (runs with ``--baseline``);
 * ``accuracy.png``: training / architecture / validation accuracy per epoch.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,8 +37,9 @@ def _save(fig: Any, path: Path) -> str:
 
 
 def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], steps: int, reductions: Sequence[int],
-                path: Path, threshold: float = 0.85) -> str:
-    """One heatmap of ``sigmoid(alpha)`` per cell; cells of a shared group show the same matrix."""
+                path: Path, threshold: Optional[float] = 0.85, label: str = 'sigmoid(alpha)') -> str:
+    """One heatmap of the mixing weights (``label``) per cell, with red dots where a weight reaches
+    ``threshold`` (none when ``None``); cells of a shared group show the same matrix."""
     n = len(cell_weights)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
@@ -50,15 +53,17 @@ def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], ste
             ax.axis('off')
             continue
         im = ax.imshow(cell_weights[i], vmin=0.0, vmax=1.0, cmap='viridis', aspect='auto')
-        kept = np.argwhere(cell_weights[i] >= threshold)
-        ax.scatter(kept[:, 1], kept[:, 0], marker='.', s=8, c='red')
+        if threshold is not None:
+            kept = np.argwhere(cell_weights[i] >= threshold)
+            ax.scatter(kept[:, 1], kept[:, 0], marker='.', s=8, c='red')
         ax.set_title(f'cell {i}' + (' (reduction)' if i in reductions else ''), fontsize=8)
         ax.set_xticks(range(len(op_names)))
         ax.set_xticklabels(op_names, rotation=90, fontsize=5)
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels, fontsize=5)
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label=f'sigmoid(alpha)  (red: >= {threshold})')
+        note = f'  (red: >= {threshold})' if threshold is not None else ''
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label=label + note)
     return _save(fig, path)
 
 
@@ -82,10 +87,12 @@ def plot_series(epochs: Sequence[int], series: Dict[str, Sequence[float]], ylabe
     return _save(fig, path)
 
 
-def plot_run(run_dir: 'str | os.PathLike', history: List[Dict[str, Any]], net: Any) -> List[str]:
+def plot_run(run_dir: 'str | os.PathLike', history: List[Dict[str, Any]], net: Any,
+             threshold: float = 0.85) -> List[str]:
     """Write every plot of a run under ``run_dir/plots``; returns the paths written."""
     out_dir = Path(run_dir) / 'plots'
-    written = [plot_alphas(net.cell_weights(), net.op_names, net.steps, net.reductions, out_dir / 'alphas.png')]
+    written = [plot_alphas(net.cell_weights(), net.op_names, net.steps, net.reductions, out_dir / 'alphas.png',
+                           threshold if net.mixing.thresholded else None, net.mixing.label)]
     if not history:
         return written
     epochs = [h['epoch'] for h in history]

@@ -40,9 +40,9 @@ DARTOpti searches is not legible in the extracted tables; L_abl (the paper's met
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-__all__ = ['PRESETS', 'preset', 'preset_names', 'PRESET_SOURCES']
+__all__ = ['PRESETS', 'preset', 'PRESET_SOURCES']
 
 _CIFAR = dict(layers=8, channels=16, epochs=50, batch_size=128, amp=True, threshold=0.85, w01=7.0, w_abl=0.5)
 _DARTOPTI = dict(ops='dartopti', channels=32, pretrain_epochs=5, epochs=50, batch_size=128, amp=True,
@@ -87,10 +87,6 @@ for _k in PRESETS:
     if _k.startswith('do'):
         PRESET_SOURCES[_k] = (f'paper Table {3 if _k.startswith("do1") else 4} + Sec. 4.4/5.1/5.4 (DARTOpti from '
                               f'{_k.split("-")[1]}, {"CIFAR-10" if _k.startswith("do1") else "CIFAR-100"}, sparse)')
-
-
-def preset_names() -> List[str]:
-    return list(PRESETS)
 
 
 def preset(name: str) -> Dict[str, Any]:

@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import ablation_losses, marginal_contributions_full, random_mixing_weights, upcast, \
-    zero_one_loss
-from .step import ArchGradients, group_ablation_loss
+from .loss_terms import ablation_losses, upcast, zero_one_loss
+from .losses import LOSSES, ArchGradients, group_ablation_loss
+from .marginal import marginal_contributions_full, random_mixing_weights
 from .supernet import SuperNet
 
 __all__ = ['reference_architecture_gradients', 'ReferenceAgent', 'build_agents']
@@ -56,7 +56,7 @@ def reference_architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Te
                                      mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                                      retain_ablated_graphs: bool = True) -> ArchGradients:
     """``dL_g / d alpha_g`` for every alpha group with one backward pass per group (arguments as
-    :func:`search.step.architecture_gradients`).
+    :meth:`search.losses.SearchLoss.gradients`).
 
     ``retain_ablated_graphs=False`` frees each ablated pass's graph right after it: the same work without the
     authors' memory peak (to time the reference where it does not fit).
@@ -65,7 +65,7 @@ def reference_architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Te
         raise ValueError(f"the authors' cost structure knows loss 'fair' or 'ablation', got {loss!r}")
     autocast = autocast or contextlib.nullcontext
     alphas = net.arch_parameters()
-    need_mc = loss == 'ablation'
+    need_mc = LOSSES[loss].needs_mc
     if need_mc and random_weights is None:
         random_weights = random_mixing_weights(net, generator)
     weights = net.mixing_weights()

@@ -9,6 +9,12 @@ needs no download.  ``--preset dd1 ... dd7 | do1-resnet18 ... do2-xception`` rep
 Continue an interrupted run (bit-exactly, from the last completed epoch)::
 
     python search/run.py --resume runs/search/<run>
+
+Under ``torchrun --max-restarts N``, ``--name NAME --resume auto`` lets restarted workers continue the run
+from its last checkpoint by themselves (it starts the run when ``--out/NAME`` holds no checkpoint yet).
+
+Bad input (an option, a genotype, a checkpoint) ends as one line ``error: ...`` and exit code 2; ``--debug``
+shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -29,10 +35,13 @@ if __package__ in (None, ''):  # run as a script: make `import search` and `impo
 from search.presets import PRESET_SOURCES, PRESETS, preset  # noqa: E402
 from search.config import SearchConfig  # noqa: E402
 from search.losses import LOSSES  # noqa: E402
+from search.mixing import MIXINGS  # noqa: E402
+from search.supernet import CELL_MODES  # noqa: E402
 from search.searcher import Searcher  # noqa: E402
 from search.step import NonFiniteLossError  # noqa: E402
+from ddarts_zoo.errors import UserError, run_cli, user_errors  # noqa: E402
 
-__all__ = ['build_parser', 'config_from_args', 'main', 'format_genotype']
+__all__ = ['build_parser', 'config_from_args', 'main']
 
 DEFAULT_PRESET = 'quick'
 
@@ -47,12 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
         epilog='presets:\n' + '\n'.join(f'  {k:14s} {v}' for k, v in PRESET_SOURCES.items()))
     p.add_argument('--preset', choices=list(PRESETS), help=f'named configuration (default: {DEFAULT_PRESET})')
-    p.add_argument('--resume', metavar='RUN_DIR', help='continue the run in RUN_DIR (its saved options are used)')
+    p.add_argument('--resume', metavar='RUN_DIR',
+                   help="continue the run in RUN_DIR (its saved options are used); 'auto': continue --out/--name "
+                        "when it holds a checkpoint written with the same options, else start it (torchrun "
+                        "--max-restarts: restarted workers resume by themselves)")
+    p.add_argument('--debug', action='store_true', help='on an error, show the traceback instead of one line')
     g = p.add_argument_group('data')
-    g.add_argument('--dataset', help='digits (embedded), cifar10, cifar100, imagenet')
-    g.add_argument('--data', help='dataset root for cifar10/cifar100/imagenet (never downloaded)')
+    g.add_argument('--dataset', help='digits (embedded), cifar10, cifar100, imagenet, or folder: your own images '
+                                     'in ROOT/train/<class>/* (and ROOT/val/<class>/*)')
+    g.add_argument('--data', help='dataset root for cifar10/cifar100/imagenet/folder (never downloaded)')
     g.add_argument('--subset', type=float, help='keep this fraction of the training set (e.g. ImageNet 0.1)')
-    g.add_argument('--image-size', type=int, help='input resolution (default: the dataset\'s)')
+    g.add_argument('--image-size', type=int, help='input resolution (default: the dataset\'s; for a folder, the '
+                                                  'median shorter side of its images, at most 224)')
     g.add_argument('--workers', type=int, help='data-loader worker processes')
     g = p.add_argument_group('search space')
     g.add_argument('--ops', help="'darts' (7 ops), 'dartopti' (12 ops) or a comma list of registered ops")
@@ -61,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--layers', type=int, help='number of cells (default 8)')
     g.add_argument('--channels', '--init-channels', dest='channels', type=int, help='initial width C')
     g.add_argument('--steps', type=int, help='intermediate nodes per cell (default 4)')
-    g.add_argument('--multiplier', type=int, help='last nodes concatenated as cell output (default 4)')
+    g.add_argument('--multiplier', type=int,
+                   help='last nodes concatenated as cell output (default: 4, or all when --steps < 4)')
     g.add_argument('--stem', choices=['cifar', 'imagenet'], help='stem (default: imagenet for imagenet)')
+    g.add_argument('--cells', choices=list(CELL_MODES),
+                   help='individual (default, D-DARTS): an alpha per cell; shared (DARTS, FairDARTS): one alpha '
+                        'for all normal cells and one for all reduction cells')
     g = p.add_argument_group('schedule')
     g.add_argument('--epochs', type=int, help='search epochs')
     g.add_argument('--pretrain-epochs', type=int,
@@ -75,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "L_abl with the marginal contributions as plain numbers, so it adds NO gradient (seeded, "
                         "the same alphas as fair; it only logs them).  ablation-grad: the marginal contributions "
                         "keep their graphs and each cell also receives w_abl dL_abl_i/d alpha_i (slower)")
+    g.add_argument('--mixing', choices=list(MIXINGS),
+                   help='sigmoid (default, D-DARTS / FairDARTS): each op weighs sigmoid(alpha); softmax (DARTS): '
+                        'softmax over the ops of an edge, no zero-one loss, darts parsing')
     g.add_argument('--w01', type=float, help='zero-one loss weight (paper: 7)')
     g.add_argument('--w-abl', type=float, help='ablation loss weight (paper: 0.5)')
     _bool_flag(g, 'mc-batched', 'stack the marginal-contribution reruns into one batched pass '
@@ -90,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--grad-clip', type=float)
     g = p.add_argument_group('genotypes')
     g.add_argument('--parse', choices=['sparse', 'edge', 'darts'],
-                   help='primary parsing (sparse and edge genotypes are always written)')
+                   help='primary parsing (sparse and edge genotypes are always written; darts alone with '
+                        '--mixing softmax, its default there)')
     g.add_argument('--threshold', type=float, help='sigmoid threshold of sparse/edge parsing (paper: 0.85)')
     g.add_argument('--derive-layers', type=int, help='also write the Algorithm 1 expansion to this many cells')
     g = p.add_argument_group('early stopping (DARTOpti)')
@@ -115,79 +138,68 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(g, 'plots', 'end-of-run plots (default on)')
     _bool_flag(g, 'deterministic', 'torch.use_deterministic_algorithms(True)')
     g.add_argument('--threads', type=int, help='intra-op CPU threads per process (default 1 on CPU)')
+    g.add_argument('--dist-timeout', type=float, metavar='SECONDS',
+                   help='torchrun: how long a collective waits for the other ranks before failing (default 600)')
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """Preset values, then the flags given explicitly."""
-    given: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ('preset', 'resume')}
+    given: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ('preset', 'resume', 'debug')}
     name = getattr(args, 'preset', None) or DEFAULT_PRESET
     values = preset(name)
+    if given.get('dataset', values.get('dataset')) != values.get('dataset') and 'image_size' not in given:
+        values['image_size'] = None   # a preset's resolution belongs to its dataset, not to the one given
     values.update(given)
+    if values.get('mixing') == 'softmax' and 'parse' not in given:
+        values['parse'] = 'darts'   # the one parsing of softmax weights
     if values.get('baseline') is not None:
         clash = [f'--{k}' for k in ('layers', 'steps') if k in given]
         if clash:
-            raise ValueError(f'{" and ".join(clash)} cannot be combined with --baseline: the baseline fixes the '
-                             f'cells, their reductions and their nodes')
+            raise UserError(f'{" and ".join(clash)} cannot be combined with --baseline: the baseline fixes the '
+                            f'cells, their reductions and their nodes')
     values['preset'] = name
     return SearchConfig(**values)
 
 
-def format_genotype(geno) -> str:
-    """Readable multi-line listing: one line per cell."""
-    lines = []
-    for i, gene in enumerate(geno.genes):
-        kind = 'reduction' if i in geno.reductions else 'normal   '
-        edges = ', '.join(f'{e.op} {e.to}<-{e.src}' for e in gene)
-        lines.append(f'  cell {i} ({kind}): {edges}')
-    return '\n'.join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def _searcher_from_args(args: argparse.Namespace) -> Searcher:
+    """A new search from the options, or the run named by ``--resume`` (bad input: :class:`UserError`)."""
     resume = getattr(args, 'resume', None)
-    if resume is not None:
-        extra = sorted(k for k in vars(args) if k not in ('resume', 'progress'))
-        if extra:
-            print(f'--resume uses the run\'s saved options; ignoring {", ".join("--" + k.replace("_", "-") for k in extra)}',
-                  file=sys.stderr)
-        cfg = SearchConfig(progress=getattr(args, 'progress', True))
-        try:
-            searcher = Searcher(cfg, resume=resume)
-        except (OSError, ValueError) as err:
-            print(f'error: cannot resume {resume}: {err}', file=sys.stderr)
-            return 2
-    else:
-        try:
+    if resume is None or resume == 'auto':
+        with user_errors(TypeError, ValueError):  # unknown option names, values refused by a library
             cfg = config_from_args(args)
-            cfg.check()
-        except (TypeError, ValueError) as err:
-            build_parser().error(str(err))
-        try:
-            searcher = Searcher(cfg)
-        except (OSError, ValueError) as err:   # missing dataset, existing run directory, bad genotype ...
-            print(f'error: {err}', file=sys.stderr)
-            return 2
+        cfg.check()
+        with user_errors(ValueError):  # missing dataset, existing run directory, bad genotype ...
+            return Searcher(cfg, resume=resume)
+    extra = sorted(k for k in vars(args) if k not in ('resume', 'progress', 'debug', 'dist_timeout'))
+    if extra:
+        ignored = ', '.join('--' + k.replace('_', '-') for k in extra)
+        print(f'--resume uses the run\'s saved options; ignoring {ignored}', file=sys.stderr)
     try:
-        result = searcher.run()
+        kept = {k: getattr(args, k) for k in ('progress', 'dist_timeout') if hasattr(args, k)}
+        return Searcher(SearchConfig(**kept), resume=resume)
+    except (OSError, ValueError) as err:
+        raise UserError(f'cannot resume {resume}: {err}') from err
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    searcher = _searcher_from_args(build_parser().parse_args(argv))
+    try:
+        searcher.run()
     except NonFiniteLossError as err:
         print(f'error: {err}', file=sys.stderr)
         return 3
-    if searcher.ctx.is_writer:
-        print(f'\nsearch finished after {result.epochs_completed} epoch(s)'
-              + (' (early stop)' if result.stopped_early else '') + f'; run directory: {result.run_dir}')
-        for kind, geno in result.genotypes.items():
-            path = result.run_dir / f'genotype_{kind}.json'
-            empty = geno.meta.get('empty_cells')
-            note = f'  [cells {empty} kept no op: skip_connect]' if empty else ''
-            print(f'\n{kind} genotype, reductions {list(geno.reductions)} -> {path}{note}')
-            print(format_genotype(geno))
-        print(f'\nprimary ({searcher.cfg.parse}): {result.run_dir / "genotype.json"}')
-        print(result.genotypes[searcher.cfg.parse].to_official())
+    # the searcher has printed (and logged) the genotype files, the plots, a per-cell summary and the
+    # command that trains the result
     import torch.distributed as dist
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the search; returns the exit code (2: bad input, one ``error:`` line; 3: a non-finite loss)."""
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == '__main__':

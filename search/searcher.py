@@ -21,17 +21,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ddarts_zoo.errors import UserError
 from ddarts_zoo.genotype import Genotype
-from ddarts_zoo.utils.dist import DistContext, EpochShardSampler, broadcast_module_, init_distributed
+from ddarts_zoo.utils.dist import DistContext, EpochShardSampler, broadcast_module_, elastic_restart_count, \
+    init_distributed
 from ddarts_zoo.utils.seed import seed_everything
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import SearchConfig, build_supernet
 from .data import build_search_data
 from .epoch_stats import EpochStats
-from .logs import RunLog
-from .losses import MC_LOSSES, alpha_entropy, upcast
-from .step import SearchSteps
+from .logs import RunLog, end_of_search_text
+from .loss_terms import upcast
+from .nonfinite import nonfinite_tensors, warn_nonfinite_metrics
+from .run_dir import AUTO, agree_on_run_dir, auto_resume_dir, check_resume_path, check_same_options, \
+    remove_stale_temps
+from .step import NonFiniteLossError, SearchUpdates
 
 __all__ = ['Searcher', 'SearchResult', 'should_stop_early']
 
@@ -64,7 +69,8 @@ class Searcher:
     Args:
         cfg: the configuration (ignored when resuming: the checkpoint's own configuration is used).
         ctx: distributed context (default: :func:`ddarts_zoo.utils.dist.init_distributed`).
-        resume: a run directory or checkpoint to continue.
+        resume: a run directory or checkpoint to continue; ``'auto'``: continue ``cfg.out / cfg.name`` when it
+            holds a checkpoint written with the same options, else start it there (elastic restarts).
         distance_fn: ``f(genotype_a, genotype_b) -> float`` (default
             :func:`ddarts_zoo.distance.architecture_distance`).
         step_callback: called as ``f(searcher, epoch, step)`` after every step (tests, tooling).
@@ -76,17 +82,25 @@ class Searcher:
                  step_callback: Optional[Callable[['Searcher', int, int], None]] = None) -> None:
         self.ckpt: Optional[Dict[str, Any]] = None
         self.run_dir: Optional[Path] = None
+        self.auto_resume = resume is not None and str(resume) == AUTO
+        if self.auto_resume:
+            if cfg is None:
+                raise UserError('--resume auto needs the options of the run to continue or start (--name ...)')
+            resume = auto_resume_dir(cfg.out, cfg.name)
         if resume is not None:
+            check_resume_path(resume)
             self.ckpt = load_checkpoint(resume)
             saved = SearchConfig.from_dict(self.ckpt['config'])
-            if cfg is not None:
-                saved.progress = cfg.progress   # cosmetic options may change on resume
+            if self.auto_resume:
+                check_same_options(saved.to_dict(), cfg.to_dict(), Path(resume))
+            if cfg is not None:   # options that do not change the search may change on resume
+                saved.progress, saved.dist_timeout = cfg.progress, cfg.dist_timeout
             cfg = saved
             self.run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
         cfg = cfg or SearchConfig()
         cfg.check()
         self.cfg = cfg
-        self.ctx = ctx or init_distributed(cfg.device)
+        self.ctx = ctx or init_distributed(cfg.device, timeout_s=cfg.dist_timeout)
         self.distance_fn = distance_fn
         self.step_callback = step_callback
         self._setup()
@@ -98,26 +112,17 @@ class Searcher:
 
     # ------------------------------------------------------------------ setup
     def _make_run_dir(self) -> Path:
-        cfg = self.cfg
-        if self.run_dir is not None:
-            return self.run_dir
-        name = cfg.name
-        if name is None:
-            tag = cfg.preset or ('dartopti-' + Path(cfg.baseline).stem if cfg.baseline else 'search')
-            name = f'{time.strftime("%Y%m%d-%H%M%S")}-{tag}-{cfg.dataset}-{cfg.loss}-s{cfg.seed}'
-        path, error = Path(cfg.out) / name, None
-        if self.ctx.is_writer:
-            if (path / CHECKPOINT_NAME).exists():
-                error = f'{path} already holds a search; continue it with --resume {path} or choose another --name'
-            else:
-                path.mkdir(parents=True, exist_ok=True)
-        if self.ctx.enabled:   # every rank learns rank 0's directory (timestamps differ) or its error
-            box = [str(path), error]
-            dist.broadcast_object_list(box, 0)
-            path, error = Path(box[0]), box[1]
-        if error:
-            raise FileExistsError(error)
-        return path
+        """The resumed run's directory, or a new one (:func:`search.run_dir.agree_on_run_dir`)."""
+        cfg, path = self.cfg, self.run_dir
+        if path is None:
+            name = cfg.name
+            if name is None:
+                tag = cfg.preset or ('dartopti-' + Path(cfg.baseline).stem if cfg.baseline else 'search')
+                mode = ''.join(f'-{v}' for v in (cfg.cells, cfg.mixing) if v not in ('individual', 'sigmoid'))
+                name = f'{time.strftime("%Y%m%d-%H%M%S")}-{tag}-{cfg.dataset}-{cfg.loss}{mode}-s{cfg.seed}'
+            path = Path(cfg.out) / name
+        return agree_on_run_dir(self.ctx, path, cfg.to_dict(), new=self.run_dir is None, auto=self.auto_resume,
+                                start_epoch=self.start_epoch)
 
     def _setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
@@ -130,7 +135,7 @@ class Searcher:
             if torch.backends.cudnn.is_available():
                 torch.backends.cudnn.benchmark = False
         seed_everything(cfg.seed)
-        self.weight_ds, self.arch_ds, self.info = build_search_data(cfg)
+        self.weight_ds, self.arch_ds, self.info = build_search_data(cfg, cache_dir=self.run_dir)
         if cfg.baseline:
             from ddarts_zoo.genotypes import load_genotype
             self.baseline: Optional[Genotype] = load_genotype(cfg.baseline)
@@ -138,7 +143,7 @@ class Searcher:
             self.baseline = None
         self.net = build_supernet(cfg, self.info.num_classes, self.info.in_chans).to(ctx.device)
         broadcast_module_(self.net, ctx)
-        self.steps = SearchSteps(self.net, cfg, ctx)
+        self.updates = SearchUpdates(self.net, cfg, ctx)
         # per-rank streams for data augmentation / workers; the model init above is identical on all ranks
         seed_everything(cfg.seed + 1_000 * ctx.rank)
 
@@ -162,6 +167,8 @@ class Searcher:
         if self.ckpt is not None:
             restore_checkpoint(self, self.ckpt)
         self.run_dir = self._make_run_dir()
+        # what writes a kill interrupted left behind (rank 0 alone writes, and nothing is being written yet)
+        self.stale_removed = remove_stale_temps(self.run_dir) if ctx.is_writer else []
         self.logs = RunLog(self.run_dir, ctx, cfg.tensorboard)
 
     # ------------------------------------------------------------------ evaluation / genotypes
@@ -172,7 +179,7 @@ class Searcher:
         tot = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)
         for x, y in self.eval_loader:
             x, y = x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
-            with self.steps.autocast():
+            with self.updates.autocast():
                 logits = self.net(x, self.net.mixing_weights(detach=True))
             tot[0] += F.cross_entropy(upcast(logits), y, reduction='sum').double()
             tot[1] += (logits.argmax(1) == y).sum()
@@ -184,11 +191,12 @@ class Searcher:
         return float(tot[0]) / n, float(tot[1]) / n
 
     def genotypes(self, epochs_done: Optional[int] = None) -> Dict[str, Genotype]:
-        """The current sparse and edge genotypes (and darts when ``--parse darts``)."""
+        """The current genotypes: sparse and edge (and darts with ``--parse darts``); darts alone with softmax
+        mixing (:meth:`search.mixing.Mixing.written_parsings`)."""
         cfg = self.cfg
         meta = {
-            'source': 'ddarts-zoo search/run.py', 'dataset': cfg.dataset, 'loss': cfg.loss,
-            'w01': cfg.w01, 'w_abl': cfg.w_abl if cfg.loss in MC_LOSSES else None,
+            'source': 'ddarts-zoo search/run.py', 'dataset': cfg.dataset, **self.updates.loss.meta(),
+            'cells': cfg.cells,
             'search_layers': self.net.layers, 'search_channels': cfg.channels,
             'search_reductions': list(self.net.reductions), 'op_names': list(self.net.op_names),
             'epochs': epochs_done, 'seed': cfg.seed, 'preset': cfg.preset, 'baseline': cfg.baseline,
@@ -197,7 +205,7 @@ class Searcher:
         out = {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            for m in ['sparse', 'edge'] + (['darts'] if cfg.parse == 'darts' else []):
+            for m in self.net.mixing.written_parsings(cfg.parse):
                 out[m] = self.net.genotype(m, cfg.threshold, name=f'{run_name}_{m}', meta=meta)
         self.parse_notes = [str(w.message) for w in caught]
         return out
@@ -228,11 +236,11 @@ class Searcher:
         The step statistics stay on the device (:class:`~search.epoch_stats.EpochStats`) and are read once
         per progress-bar refresh and once at the end of the epoch.
         """
-        cfg, dev, steps = self.cfg, self.ctx.device, self.steps
+        cfg, dev, updates = self.cfg, self.ctx.device, self.updates
         searching = epoch >= cfg.pretrain
         phase = 'search' if searching else 'pretrain'
         self.net.train()
-        stats = EpochStats(self.net, cfg.w01, cfg.w_abl)
+        stats = EpochStats(self.net, updates.loss)
         n_steps = self.steps_per_epoch()
         refresh = max(1, n_steps // 20)   # progress-bar lines per epoch: about 20, one host read each
         bar = None
@@ -246,14 +254,14 @@ class Searcher:
             res = None
             if searching:
                 xa, ya = xa.to(dev, non_blocking=True), ya.to(dev, non_blocking=True)
-                res = steps.arch_step(xa, ya, epoch, step, self.global_step)
+                res = updates.arch_step(xa, ya, epoch, step, self.global_step)
                 if res is not None:
                     stats.add_arch(res, self.global_step)
-            wres = steps.weight_step(xw, yw, epoch, step, self.global_step)
+            wres = updates.weight_step(xw, yw, epoch, step, self.global_step)
             if wres is not None:
                 stats.add_weight(wres, self.global_step)
             if (res is not None or not searching) and wres is not None:
-                steps.consecutive_nonfinite = 0
+                updates.consecutive_nonfinite = 0
             self.global_step += 1
             if bar is not None:
                 bar.update(1)
@@ -263,9 +271,9 @@ class Searcher:
                 self.step_callback(self, epoch, step)
         if bar is not None:
             bar.close()
-        rec = {'epoch': epoch + 1, 'phase': phase, 'steps': n_steps, 'lr': steps.w_opt.param_groups[0]['lr'],
-               'arch_lr': steps.arch.lrs[0] if searching else None}
-        rec.update(stats.record(searching, with_mc=cfg.loss in MC_LOSSES, logs=self.logs))
+        rec = {'epoch': epoch + 1, 'phase': phase, 'steps': n_steps,
+               'lr': updates.w_opt.param_groups[0]['lr'], 'arch_lr': updates.arch.lrs[0] if searching else None}
+        rec.update(stats.record(searching, logs=self.logs))
         rec['time_s'] = time.time() - t0
         return rec
 
@@ -281,13 +289,21 @@ class Searcher:
         cfg, net = self.cfg, self.net
         if self.ckpt is None:
             self.logs.write_text('config.json', json.dumps(cfg.to_dict(), indent=1) + '\n')
-            n_weights = sum(p.numel() for p in self.steps.w_params) / 1e6
+            if self.info.stats_file:   # an image folder's statistics, reused from here on --resume
+                stats = Path(self.info.stats_file).read_text(encoding='utf-8')
+                self.logs.write_text('data_stats.json', stats)
+            n_weights = sum(p.numel() for p in self.updates.w_params) / 1e6
             self.logs.info(f'search run {self.run_dir}: {net.layers} cells {list(net.cell_groups)}, reductions '
                            f'{list(net.reductions)}, C={cfg.channels}, {len(net.op_names)} ops, {n_weights:.3f}M '
-                           f'weights, {len(self.steps.agents)} alpha group(s), {self.steps_per_epoch()} steps/epoch '
+                           f'weights, {len(self.updates.agents)} alpha group(s), {self.steps_per_epoch()} steps/epoch '
                            f'x {cfg.total_epochs} epochs, world size {self.ctx.world_size}, device {self.ctx.device}')
         else:
-            self.logs.info(f'resuming {self.run_dir} after epoch {self.start_epoch} (global step {self.global_step})')
+            restart = elastic_restart_count()
+            self.logs.info(f'resuming {self.run_dir} after epoch {self.start_epoch} (global step {self.global_step})'
+                           + (f'; torchrun restart {restart}' if restart else ''))
+        if self.stale_removed:
+            self.logs.info(f'removed {len(self.stale_removed)} temporary file(s) of interrupted writes: '
+                           + ', '.join(str(p.relative_to(self.run_dir)) for p in self.stale_removed))
         distances = [h['distance'] for h in self.history if h.get('distance') is not None]
         epoch = self.start_epoch
         while epoch < cfg.total_epochs and not self.stopped_early:
@@ -295,18 +311,18 @@ class Searcher:
             # BN running statistics follow each rank's shard: take rank 0's (as DDP's broadcast_buffers does),
             # so that evaluation and the checkpoint (hence a resume) see one state
             broadcast_module_(net, self.ctx, buffers_only=True)
-            self.steps.end_epoch(searching=epoch >= cfg.pretrain)
+            self.updates.end_epoch(searching=epoch >= cfg.pretrain)
             if cfg.eval:
                 rec['valid_loss'], rec['valid_acc'] = self.evaluate()
-            rec['entropy'] = [float(alpha_entropy(net.alpha_of_cell(i))) for i in range(net.layers)]
+            rec['entropy'] = net.alpha_entropies()
             genos = self.genotypes(epoch + 1)
             rec['genotypes'] = {k: g.to_dict() for k, g in genos.items()}
             rec['empty_cells'] = {k: g.meta.get('empty_cells', []) for k, g in genos.items()}
             if self.baseline is not None:
-                rec['distance'] = self._distance(genos['edge'])
+                rec['distance'] = self._distance(genos.get('edge', genos[cfg.parse]))
                 distances.append(rec['distance'])
                 self.logs.scalar('distance', rec['distance'], epoch + 1)
-            rec['nonfinite_skipped'] = self.steps.nonfinite_skipped
+            rec['nonfinite_skipped'] = self.updates.nonfinite_skipped
             self.history.append(rec)
             if (cfg.early_stop_enabled and self.baseline is not None
                     and should_stop_early(distances, epoch, cfg.early_stop_patience, cfg.early_stop_tol,
@@ -314,6 +330,7 @@ class Searcher:
                 self.stopped_early = True
                 rec['early_stop'] = True
             self.logs.epoch(rec, cfg.total_epochs, genos, cfg.parse, self.parse_notes)
+            self._check_finite(rec)
             save_checkpoint(self, epoch + 1)
             self.logs.write_history(self.history)
             epoch += 1
@@ -322,12 +339,25 @@ class Searcher:
                                f'{cfg.early_stop_tol} for {cfg.early_stop_patience} consecutive epochs')
         return self._finish(epoch)
 
+    def _check_finite(self, rec: Dict[str, Any]) -> None:
+        """Warn about a non-finite metric of the epoch; refuse to checkpoint a state holding a NaN/inf."""
+        if self.ctx.is_writer:
+            msg = warn_nonfinite_metrics(rec)
+            if msg:
+                self.logs.detail(f'WARNING: {msg}')
+        bad = nonfinite_tensors({'model': self.net.state_dict(), **self.updates.state_dict()})
+        if bad:   # identical on every rank: the weights and optimizer states agree, BN statistics are rank 0's
+            raise NonFiniteLossError(
+                f'epoch {rec["epoch"]}: {len(bad)} tensor(s) of the search state hold NaN/inf ({", ".join(bad[:3])}'
+                f'{", ..." if len(bad) > 3 else ""}); its checkpoint was not written (the previous one is intact): '
+                f'lower --lr / --arch-lr')
+
     def _finish(self, epochs_done: int) -> SearchResult:
         cfg = self.cfg
         genos = self.genotypes(epochs_done)
         if self.baseline is not None:
             for g in genos.values():
-                g.meta['distance_to_baseline'] = self._distance(genos['edge'])
+                g.meta['distance_to_baseline'] = self._distance(genos.get('edge', genos[cfg.parse]))
         for k, g in genos.items():
             self.logs.save_genotype(g, f'genotype_{k}.json')
         primary = genos[cfg.parse]
@@ -340,6 +370,9 @@ class Searcher:
             except Exception as err:  # Algorithm 1 refuses > 2 reductions: say so, keep the search result
                 self.logs.info(f'could not derive a {cfg.derive_layers}-cell genotype: {err}')
         if cfg.plots:
-            self.logs.plots(self.history, self.net)
+            self.logs.plots(self.history, self.net, cfg.threshold)
+        self.logs.info(f'\nsearch finished after {epochs_done} epoch(s)' + (' (early stop)' if self.stopped_early
+                                                                          else '') + f'; run directory {self.run_dir}')
+        self.logs.info(end_of_search_text(self.run_dir, genos, cfg.parse, self.logs.written, cfg.dataset, cfg.data))
         self.ctx.barrier()
         return SearchResult(self.run_dir, genos, self.history, self.stopped_early, epochs_done)

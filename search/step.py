@@ -1,18 +1,14 @@
 """One search step (paper Sec. 4.2, first order): the architecture update of every cell, then the weight update.
 
-* :func:`architecture_gradients`: one forward pass of the supernet (recording every cell's inputs) and one
-  backward pass of ``L_CE + sum_i (w01 L01_i + w_abl L_abl_i)`` restricted to the alphas give every cell
-  ``i`` the gradient of its own loss ``L_i`` (Eq. 9); with ``--loss ablation`` the marginal contributions
-  (Eq. 7) come from graph-free partial reruns of cells ``i ..``.
-* :class:`SearchSteps`: every alpha group's Adam step as one multi-tensor update
-  (:class:`search.arch_optimizer.ArchOptimizer`); one SGD step of the weights on cross entropy; gradients
-  averaged across ranks; AMP with a ``GradScaler`` for float16 (an overflow skips the update and lowers the
-  scale); optional CUDA graphs (:mod:`search.graphs`).  Each update reads its finite flags with one
-  device-to-host transfer; the statistics it returns stay on the device (:mod:`search.epoch_stats`).
+:class:`SearchUpdates` holds the search's :class:`~search.losses.SearchLoss` (which computes every alpha group's
+gradient, :mod:`search.losses`), every alpha group's Adam step as one multi-tensor update
+(:class:`search.arch_optimizer.ArchOptimizer`) and one SGD step of the weights on cross entropy; gradients
+are averaged across ranks; AMP with a ``GradScaler`` for float16 (an overflow skips the update and lowers the
+scale); optional CUDA graphs (:mod:`search.graphs`).  Each update reads its finite flags with one
+device-to-host transfer; the statistics it returns stay on the device (:mod:`search.epoch_stats`).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
@@ -20,7 +16,6 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ddarts_zoo.utils.amp import amp_dtype, autocast, make_grad_scaler, parse_amp_dtype
 from ddarts_zoo.utils.dist import DistContext, allreduce_mean_
@@ -28,12 +23,13 @@ from ddarts_zoo.utils.dist import DistContext, allreduce_mean_
 from .arch_optimizer import ArchOptimizer
 from .config import SearchConfig
 from .graphs import GraphedCall
-from .losses import LOSSES, MC_LOSSES, ablation_gradients, ablation_losses, architecture_objective, \
-    marginal_contributions, random_mixing_weights, upcast, zero_one_loss
+from .loss_terms import ablation_losses, cross_entropy
+from .losses import ArchGradients, build_loss
+from .marginal import random_mixing_weights
+from .nonfinite import BufferSnapshot
 from .supernet import SuperNet
 
-__all__ = ['NonFiniteLossError', 'CellAgent', 'cell_agents', 'ArchGradients', 'architecture_gradients',
-           'WeightResult', 'group_ablation_loss', 'SearchSteps']
+__all__ = ['NonFiniteLossError', 'CellAgent', 'cell_agents', 'WeightResult', 'SearchUpdates']
 
 log = logging.getLogger('ddarts_search')
 
@@ -44,7 +40,7 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class CellAgent:
-    """One alpha group: a cell, or a group of identical DARTOpti cells sharing one alpha."""
+    """One alpha group: a cell, or a group of cells sharing one alpha (DARTOpti, ``--cells shared``)."""
 
     group: int
     cells: Tuple[int, ...]
@@ -60,95 +56,6 @@ def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @dataclass
-class ArchGradients:
-    """Result of :func:`architecture_gradients` (gradients not applied); its numbers are device tensors."""
-
-    grads: List[Optional[torch.Tensor]]  # one per alpha group, times the loss scale (None: not computed)
-    ce: torch.Tensor                     # L_CE of the full pass (0-d, detached)
-    correct: torch.Tensor                # correct predictions (0-d)
-    count: int
-    l01: torch.Tensor                    # zero-one loss per group
-    mc: Optional[torch.Tensor]           # per cell (float64) or None
-    abl: Optional[torch.Tensor]          # per cell or None
-
-    @property
-    def finite(self) -> torch.Tensor:
-        """Whether the loss and every gradient are finite (a device tensor)."""
-        if any(g is None for g in self.grads):
-            return torch.zeros((), dtype=torch.bool)
-        return torch.isfinite(self.ce) & _all_finite(self.grads)
-
-    def cell_losses(self, net: SuperNet, w01: float, w_abl: float) -> torch.Tensor:
-        """``L_i = L_CE + w01 L01_i + w_abl L_abl_i`` per cell (float64)."""
-        group = [net.group_ids.index(g) for g in net.cell_groups]
-        out = self.ce.double() + w01 * self.l01.double()[group]
-        return out if self.abl is None else out + w_abl * self.abl.double()
-
-
-def group_ablation_loss(net: SuperNet, abl: Optional[torch.Tensor], k: int) -> torch.Tensor:
-    """Mean ablation loss of the cells of alpha group ``k`` (0 without ablation losses)."""
-    if abl is None:
-        return torch.zeros((), dtype=torch.float64)
-    return abl[list(net.cells_of_group(k))].mean()
-
-
-def architecture_gradients(net: SuperNet, x: torch.Tensor, y: torch.Tensor, *, loss: str = 'ablation',
-                           w01: float = 7.0, w_abl: float = 0.5,
-                           random_weights: Optional[Sequence[torch.Tensor]] = None,
-                           generator: Optional[torch.Generator] = None,
-                           autocast: Optional[Callable[[], ContextManager]] = None,
-                           scale: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                           mc_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                           mc_batched: Optional[bool] = None) -> ArchGradients:
-    """``dL_g / d alpha_g`` for every alpha group ``g`` on one architecture batch, with one backward pass.
-
-    One forward pass records the cell inputs; one backward pass (alphas only) of ``L_CE + sum_g w01 L01_g``
-    (+ the constant ``w_abl * sum_i L_abl_i``); then marginal contributions by partial reruns under
-    ``no_grad``.  Nothing here waits for the device: a NaN/inf loss gives NaN/inf gradients, which the
-    caller checks (:attr:`ArchGradients.finite`).  ``scale`` multiplies the objective (a ``GradScaler``'s
-    ``scale``); ``random_weights`` (or ``generator``) give the switched-off cells' mixing weights;
-    ``mc_reduce`` averages the marginal contributions across ranks; ``mc_batched`` stacks the partial reruns
-    (:func:`search.losses.marginal_contributions`).  :mod:`search.reference` has the authors' cost structure.
-    """
-    if loss not in LOSSES:
-        raise ValueError(f'unknown loss {loss!r}; choose one of {LOSSES}')
-    autocast = autocast or contextlib.nullcontext
-    alphas = net.arch_parameters()
-    if loss == 'ablation-grad':   # the ablation term differentiated too: its own passes (search.losses)
-        res = ablation_gradients(net, x, y, random_weights if random_weights is not None
-                                 else random_mixing_weights(net, generator), w01=w01, w_abl=w_abl, autocast=autocast,
-                                 scale=scale, mc_reduce=mc_reduce)
-        grads = [torch.full_like(a, float('nan')) if g is None else g for a, g in zip(alphas, res.grads)]
-        with torch.no_grad():
-            l01 = torch.stack([zero_one_loss(a) for a in alphas])
-        return ArchGradients(grads, res.ce, (res.logits.argmax(1) == y).sum(), int(y.numel()), l01, res.mc,
-                             ablation_losses(res.mc))
-    need_mc = loss == 'ablation'
-    if need_mc and random_weights is None:
-        random_weights = random_mixing_weights(net, generator)
-    weights = net.mixing_weights()
-    states: Optional[List[torch.Tensor]] = [] if need_mc else None
-    with autocast():
-        logits = net(x, weights, states=states)
-    ce = F.cross_entropy(upcast(logits), y)
-    objective = architecture_objective(ce, alphas, w01)
-    grads = list(torch.autograd.grad(scale(objective) if scale is not None else objective, alphas))
-    mc = abl = None
-    if need_mc:
-        with autocast():
-            mc = marginal_contributions(net, states, y, ce.detach(), random_weights,
-                                        weights=[w.detach() for w in weights], batched=mc_batched)
-        if mc_reduce is not None:   # a collective: every rank calls it
-            mc = mc_reduce(mc)
-        abl = ablation_losses(mc)
-    del states
-    with torch.no_grad():
-        l01 = torch.stack([zero_one_loss(a) for a in alphas])
-        correct = (logits.detach().argmax(1) == y).sum()
-    return ArchGradients(grads, ce.detach(), correct, int(y.numel()), l01, mc, abl)
-
-
-@dataclass
 class WeightResult:
     """Cross entropy and correct predictions of one weight update (device tensors)."""
 
@@ -157,16 +64,18 @@ class WeightResult:
     count: int
 
 
-class SearchSteps:
-    """The optimizers of a search and its two updates; non-finite steps are skipped (or raised).
+class SearchUpdates:
+    """The loss and optimizers of a search and its two updates; non-finite steps are skipped (or raised).
 
-    Owns the alpha groups' :class:`~search.arch_optimizer.ArchOptimizer`, the weight SGD + cosine schedule,
+    Owns the :class:`~search.losses.SearchLoss` (``cfg.loss`` for the supernet's mixing), the alpha groups'
+    :class:`~search.arch_optimizer.ArchOptimizer`, the weight SGD + cosine schedule,
     one AMP scaler per update (active for float16 only), the generator of the switched-off cells' random
     mixing weights and, with ``cfg.cuda_graphs`` on a CUDA device, one CUDA graph per update.
     """
 
     def __init__(self, net: SuperNet, cfg: SearchConfig, ctx: DistContext) -> None:
         self.net, self.cfg, self.ctx = net, cfg, ctx
+        self.loss = build_loss(cfg.loss, net.mixing, cfg.w01, cfg.w_abl)
         self.agents = cell_agents(net)
         self.arch = ArchOptimizer(net.arch_parameters(), cfg.arch_lr, cfg.arch_betas, cfg.arch_weight_decay,
                                   cfg.epochs, cfg.arch_lr_min)
@@ -181,8 +90,9 @@ class SearchSteps:
         self.mc_gen = torch.Generator(device=ctx.device).manual_seed(cfg.seed + 7_919)
         self.nonfinite_skipped = 0
         self.consecutive_nonfinite = 0
-        # graphs replay fixed kernels: the fair / ablation steps qualify (no host reads inside)
-        self.graphs = bool(cfg.cuda_graphs) and ctx.device.type == 'cuda' and cfg.loss in ('fair', 'ablation')
+        self.bn_state = BufferSnapshot(net)   # a skipped step puts back the BN statistics its forward changed
+        # graphs replay fixed kernels: only losses without host reads inside qualify
+        self.graphs = bool(cfg.cuda_graphs) and ctx.device.type == 'cuda' and self.loss.graph_capture
         self._arch_call: Callable[..., ArchGradients] = self._arch_compute
         self._weight_call: Callable[..., Tuple[torch.Tensor, torch.Tensor]] = self._weight_compute
         if self.graphs:
@@ -238,24 +148,26 @@ class SearchSteps:
             dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return [v > 0 for v in t.tolist()]
 
-    def _skip(self, what: str, loss_ok: bool, scaler: Any, epoch: int, step: int, global_step: int) -> None:
-        """A skipped update: an fp16 overflow lowers the loss scale, anything else counts as non-finite."""
-        if loss_ok and scaler.is_enabled():
+    def _skip(self, what: str, loss_ok: bool, scaler: Any, epoch: int, step: int, global_step: int,
+              stats_ok: bool = True) -> None:
+        """A skipped update (BN statistics already restored): an fp16 overflow lowers the loss scale,
+        anything else (``stats_ok`` False: the forward pass made a BN running statistic NaN/inf) counts as
+        non-finite."""
+        if loss_ok and stats_ok and scaler.is_enabled():
             if self.ctx.is_writer:
                 log.warning(f'fp16 overflow in the {what} gradients at epoch {epoch + 1}, step {step + 1}: '
                             f'step skipped, loss scale lowered to {scaler.get_scale():g}')
             return
-        self._handle_nonfinite(f'{what} loss (cross entropy)' if not loss_ok else f'{what} gradient',
+        self._handle_nonfinite(f'{what} loss (cross entropy)' if not loss_ok else
+                               f'{what} gradient' if stats_ok else f'BN running statistics ({what} pass)',
                                epoch, step, global_step)
 
     # ------------------------------------------------------------------ architecture
     def _arch_compute(self, x: torch.Tensor, y: torch.Tensor, *random_weights: torch.Tensor) -> ArchGradients:
-        cfg = self.cfg
-        return architecture_gradients(self.net, x, y, loss=cfg.loss, w01=cfg.w01, w_abl=cfg.w_abl,
-                                      random_weights=list(random_weights) or None, autocast=self.autocast,
-                                      scale=self.a_scaler.scale if self.a_scaler.is_enabled() else None,
-                                      mc_reduce=None if self.graphs else self._mc_reduce,
-                                      mc_batched=cfg.mc_batched)
+        return self.loss.gradients(self.net, x, y, list(random_weights) or None, autocast=self.autocast,
+                                   scale=self.a_scaler.scale if self.a_scaler.is_enabled() else None,
+                                   mc_reduce=None if self.graphs else self._mc_reduce,
+                                   mc_batched=self.cfg.mc_batched)
 
     def _mc_reduce(self, mc: torch.Tensor) -> torch.Tensor:
         """The marginal contributions averaged across ranks (a collective; identity in one process)."""
@@ -268,7 +180,8 @@ class SearchSteps:
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, global_step: int = 0
                   ) -> Optional[ArchGradients]:
         """One architecture update of every cell; returns the statistics (None when skipped)."""
-        rand = random_mixing_weights(self.net, self.mc_gen) if self.cfg.loss in MC_LOSSES else []
+        rand = random_mixing_weights(self.net, self.mc_gen) if self.loss.needs_mc else []
+        self.bn_state.save()
         res = self._arch_call(x, y, *rand)
         if self.graphs and res.mc is not None and self.ctx.enabled:   # collectives run outside the graph
             mc = self._mc_reduce(res.mc)
@@ -277,15 +190,17 @@ class SearchSteps:
         for agent, g in zip(self.agents, res.grads):
             agent.alpha.grad = g
         self.a_scaler.unscale_(self.arch.optimizer)   # a no-op unless float16
-        loss_ok, grads_ok = self._read_flags(torch.isfinite(res.ce), _all_finite(res.grads))
-        if loss_ok and grads_ok:
+        loss_ok, grads_ok, stats_ok = self._read_flags(torch.isfinite(res.ce), _all_finite(res.grads),
+                                                       self.bn_state.finite())
+        if loss_ok and grads_ok and stats_ok:
             self.arch.step()
         for agent in self.agents:
             agent.alpha.grad = None
         self.a_scaler.update()   # float16: grows the scale, or lowers it after an overflow
-        if not (loss_ok and grads_ok):
+        if not (loss_ok and grads_ok and stats_ok):
+            self.bn_state.restore()
             what = 'architecture' if not loss_ok else 'alpha'
-            self._skip(what, loss_ok, self.a_scaler, epoch, step, global_step)
+            self._skip(what, loss_ok, self.a_scaler, epoch, step, global_step, stats_ok)
             return None
         return res
 
@@ -298,7 +213,7 @@ class SearchSteps:
         self._drop_weight_grads()   # under a graph this runs once, at the capture: replays refill the .grad
         with self.autocast():
             logits = self.net(x, self.net.mixing_weights(detach=True))
-        loss = F.cross_entropy(upcast(logits), y)
+        loss = cross_entropy(logits, y)
         self.w_scaler.scale(loss).backward()
         for p in self.w_params:
             if p.grad is None:
@@ -309,6 +224,7 @@ class SearchSteps:
                     ) -> Optional[WeightResult]:
         """One SGD update of the supernet weights with cross entropy (None when skipped as non-finite; an
         fp16 overflow skips the update but returns the statistics)."""
+        self.bn_state.save()
         loss, correct = self._weight_call(x, y)
         grads = [p.grad for p in self.w_params]
         allreduce_mean_(grads, self.ctx)
@@ -317,14 +233,16 @@ class SearchSteps:
             norm = nn.utils.clip_grad_norm_(self.w_params, self.cfg.grad_clip)
         else:
             norm = nn.utils.get_total_norm(grads)
-        loss_ok, grads_ok = self._read_flags(torch.isfinite(loss), torch.isfinite(norm))
-        if loss_ok and grads_ok:
+        loss_ok, grads_ok, stats_ok = self._read_flags(torch.isfinite(loss), torch.isfinite(norm),
+                                                       self.bn_state.finite())
+        if loss_ok and grads_ok and stats_ok:
             self.w_opt.step()
         elif not self.graphs:
             self._drop_weight_grads()
         self.w_scaler.update()
         result = WeightResult(loss, correct, int(y.numel()))
-        if not (loss_ok and grads_ok):
-            self._skip('weight', loss_ok, self.w_scaler, epoch, step, global_step)
-            return result if loss_ok and self.w_scaler.is_enabled() else None
+        if not (loss_ok and grads_ok and stats_ok):
+            self.bn_state.restore()
+            self._skip('weight', loss_ok, self.w_scaler, epoch, step, global_step, stats_ok)
+            return result if loss_ok and stats_ok and self.w_scaler.is_enabled() else None
         return result

@@ -1,11 +1,13 @@
 """The D-DARTS search supernet: individual cells, each with its own architecture parameters.
 
 Paper Sec. 4.1.  Every edge ``(to, src)`` of a search cell mixes all candidate ops as
-``sum_k sigmoid(alpha[edge, k]) * op_k(x)`` (FairDARTS-style sigmoid mixing, no softmax, no ``none`` op; see
-:mod:`search.cell`).  Unlike DARTS, the alphas are *not* shared by all normal (resp. reduction) cells: every
-cell owns an ``[edges x ops]`` matrix.  DARTOpti (paper Sec. 4.4) starts from a handcrafted baseline
-genotype; identical cells of the baseline (``Genotype.cell_groups()``) then share one matrix, so the supernet
-holds one alpha per *group* and ``cell_groups[i]`` names the group of cell ``i``.
+``sum_k w[edge, k] * op_k(x)`` with ``w = sigmoid(alpha)`` (FairDARTS-style, the default) or the softmax of
+DARTS over the ops (:mod:`search.mixing`; no ``none`` op, see :mod:`search.cell`).  Unlike DARTS, the alphas
+are *not* shared by all normal (resp. reduction) cells: every cell owns an ``[edges x ops]`` matrix.  DARTOpti
+(paper Sec. 4.4) starts from a handcrafted baseline genotype; identical cells of the baseline
+(``Genotype.cell_groups()``) then share one matrix, so the supernet holds one alpha per *group* and
+``cell_groups[i]`` names the group of cell ``i``.  The same mechanism gives DARTS' two shared cell types
+(:func:`shared_cell_groups`).
 
 Layout conventions (:mod:`ddarts_zoo.genotype`: ``edge_index`` / ``edge_pairs``, shared with the distance):
 edge ``(to, src)`` is row ``sum_{n < to - 2} (n + 2) + src`` of a cell's alpha matrix; alpha columns follow
@@ -23,17 +25,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ddarts_zoo.genotype import Genotype, edge_index, edge_pairs, num_edges
-from ddarts_zoo.network import build_stem
+from ddarts_zoo.genotype import Genotype, edge_index, edge_pairs, num_edges, reduction_positions
+from ddarts_zoo.network import CellNetwork, CellStack, build_stem
 from ddarts_zoo.ops import DARTOPTI_SPACE, DARTS_SPACE, OP_SPACES, OPS
 
 from .cell import GhostBatchNorm2d, MixedOp, SearchCell, SourceOps
+from .mixing import Mixing, get_mixing
 from .parsing import PARSE_METHODS, EmptyCellWarning, parse_cell, parse_genotype
 
 __all__ = [
     'PARSE_METHODS', 'EmptyCellWarning', 'num_edges', 'edge_index', 'edge_pairs', 'default_reductions',
     'resolve_op_names', 'GhostBatchNorm2d', 'MixedOp', 'SourceOps', 'SearchCell', 'SuperNet', 'parse_cell',
-    'parse_genotype', 'baseline_alphas',
+    'parse_genotype', 'baseline_alphas', 'shared_cell_groups', 'CELL_MODES',
 ]
 
 SEARCH_STEMS = {'cifar': 'cifar', 'imagenet': 'imagenet_darts'}
@@ -42,8 +45,20 @@ STEM_TYPES = tuple(SEARCH_STEMS)
 
 
 def default_reductions(layers: int) -> Tuple[int, ...]:
-    """DARTS placement: reductions at ``layers // 3`` and ``2 * layers // 3`` (deduplicated)."""
-    return tuple(sorted({layers // 3, 2 * layers // 3}))
+    """DARTS placement: reductions at ``layers // 3`` and ``2 * layers // 3`` (deduplicated), the placement
+    derived networks use too (:func:`ddarts_zoo.genotype.reduction_positions`)."""
+    return reduction_positions(layers)
+
+
+CELL_MODES = ('individual', 'shared')
+"""``--cells``: one alpha per cell (D-DARTS) or one per cell type (DARTS / FairDARTS)."""
+
+
+def shared_cell_groups(layers: int, reductions: Sequence[int]) -> Tuple[int, ...]:
+    """DARTS' sharing as alpha groups: every normal cell in the group of the first normal cell, every
+    reduction cell in that of the first reduction cell."""
+    first = {}
+    return tuple(first.setdefault(i in reductions, i) for i in range(layers))
 
 
 def resolve_op_names(ops: 'str | Sequence[str]') -> Tuple[str, ...]:
@@ -64,7 +79,7 @@ def resolve_op_names(ops: 'str | Sequence[str]') -> Tuple[str, ...]:
     return names
 
 
-class SuperNet(nn.Module):
+class SuperNet(CellNetwork, nn.Module):
     """The D-DARTS supernet.
 
     Args:
@@ -79,6 +94,7 @@ class SuperNet(nn.Module):
         cell_groups: group index per cell; cells of one group share alphas (default: every cell its own).
             Group ids must be the index of the group's first cell (as ``Genotype.cell_groups()`` gives).
         alpha_init: optional initial alpha per group (``[edges x ops]`` each); zeros otherwise.
+        mixing: ``'sigmoid'`` (default) or ``'softmax'`` (:mod:`search.mixing`).
         fused: compute each cell's edges per source state (:class:`~search.cell.SourceOps`, default) or one
             module per edge (the plain form, same numbers; :meth:`fuse_` converts it).
     """
@@ -88,7 +104,8 @@ class SuperNet(nn.Module):
                  op_names: 'str | Sequence[str]' = DARTS_SPACE, reductions: Optional[Sequence[int]] = None,
                  stem: str = 'cifar',
                  cell_groups: Optional[Sequence[int]] = None,
-                 alpha_init: Optional[Sequence[torch.Tensor]] = None, fused: bool = True) -> None:
+                 alpha_init: Optional[Sequence[torch.Tensor]] = None, fused: bool = True,
+                 mixing: 'str | Mixing' = 'sigmoid') -> None:
         super().__init__()
         if layers < 1 or steps < 1 or channels < 1:
             raise ValueError(f'need layers, steps, channels >= 1 (got {layers}, {steps}, {channels})')
@@ -99,6 +116,7 @@ class SuperNet(nn.Module):
         self.layers, self.steps = layers, steps
         self.multiplier = min(multiplier, steps)
         self.stem_type = stem
+        self.mixing = get_mixing(mixing)
         reductions = default_reductions(layers) if reductions is None else tuple(sorted(set(reductions)))
         bad = [r for r in reductions if not 0 <= r < layers]
         if bad:
@@ -110,7 +128,8 @@ class SuperNet(nn.Module):
                              f'cell of its group; got {list(groups)}')
         self.cell_groups = groups
         self.group_ids = tuple(sorted(set(groups)))
-        self._group_pos = {g: k for k, g in enumerate(self.group_ids)}
+        self.group_of_cell = tuple(self.group_ids.index(g) for g in groups)
+        """Position (in ``alphas``) of each cell's alpha group."""
 
         stem_parts = build_stem(SEARCH_STEMS[stem], in_chans, channels, stem_multiplier)
         for name, module in stem_parts.modules.items():   # self.stem, or self.stem0 and self.stem1
@@ -126,7 +145,7 @@ class SuperNet(nn.Module):
                                     self.op_names, fused=fused))
             reduction_prev = reduction
             c_pp, c_p = c_p, self.multiplier * c_cur
-        self.cells = nn.ModuleList(cells)
+        self.cells = CellStack(cells)  # the one loop over cells, shared with the derived networks
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -153,11 +172,11 @@ class SuperNet(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def alpha_of_cell(self, cell: int) -> nn.Parameter:
-        return self.alphas[self._group_pos[self.cell_groups[cell]]]
+        return self.alphas[self.group_of_cell[cell]]
 
     def cells_of_group(self, group_pos: int) -> Tuple[int, ...]:
-        g = self.group_ids[group_pos]
-        return tuple(i for i, c in enumerate(self.cell_groups) if c == g)
+        """The cells whose alpha is ``alphas[group_pos]``."""
+        return tuple(i for i, k in enumerate(self.group_of_cell) if k == group_pos)
 
     def arch_parameters(self) -> List[nn.Parameter]:
         return list(self.alphas)
@@ -167,30 +186,27 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def mixing_weights(self, detach: bool = False) -> List[torch.Tensor]:
-        """``sigmoid(alpha)`` for every cell (cells of one group get the same tensor)."""
-        per_group = [torch.sigmoid(a.detach() if detach else a) for a in self.alphas]
-        return [per_group[self._group_pos[g]] for g in self.cell_groups]
+        """The mixing weights (``sigmoid(alpha)`` by default) of every cell (one tensor per group, shared)."""
+        per_group = [self.mixing.weights(a.detach() if detach else a) for a in self.alphas]
+        return [per_group[k] for k in self.group_of_cell]
+
+    def alpha_entropies(self) -> List[float]:
+        """How undecided each cell's mixing weights are (:meth:`search.mixing.Mixing.entropy`; host values)."""
+        return [float(self.mixing.entropy(self.alpha_of_cell(i))) for i in range(self.layers)]
 
     # ------------------------------------------------------------------ forward
-    def stem_states(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.stem_type == 'cifar':
-            s = self.stem(x)
-            return s, s
-        s0 = self.stem0(x)
-        return s0, self.stem1(s0)
-
     def forward_from(self, start: int, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
                      states: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         """Run cells ``start ..`` on inputs ``(s0, s1)`` and the classifier; optionally record the outputs."""
-        for i in range(start, self.layers):
-            s0, s1 = s1, self.cells[i](s0, s1, weights[i])
-            if states is not None:
-                states.append(s1)
-        return self.classifier(torch.flatten(self.global_pooling(s1), 1))
+        taps = list(range(start, self.layers)) if states is not None else None
+        last, outs = self.cells(s0, s1, list(weights), start, None, taps)
+        if states is not None:
+            states.extend(outs[i] for i in range(start, self.layers))
+        return self.classifier(torch.flatten(self.global_pooling(last), 1))
 
     def forward(self, x: torch.Tensor, weights: Optional[Sequence[torch.Tensor]] = None,
                 states: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
-        """Logits.  ``weights`` default to ``sigmoid(alpha)``.
+        """Logits.  ``weights`` default to :meth:`mixing_weights`.
 
         If ``states`` is a list, it receives ``[s0, s1, out_0, out_1, ...]``: cell ``i`` reads
         ``states[i]`` and ``states[i + 1]``, the cache the marginal-contribution reruns start from.
@@ -210,11 +226,11 @@ class SuperNet(nn.Module):
         return dict(num_classes=self.num_classes, in_chans=self.in_chans, channels=self.channels,
                     layers=self.layers, steps=self.steps, multiplier=self.multiplier,
                     op_names=list(self.op_names), reductions=list(self.reductions), stem=self.stem_type,
-                    cell_groups=list(self.cell_groups))
+                    cell_groups=list(self.cell_groups), mixing=self.mixing.name)
 
     @torch.no_grad()
     def cell_weights(self) -> List[np.ndarray]:
-        """``sigmoid(alpha)`` per cell as float64 arrays."""
+        """The mixing weights of every cell as float64 arrays."""
         return [w.detach().double().cpu().numpy() for w in self.mixing_weights(detach=True)]
 
     def genotype(self, method: str = 'sparse', threshold: float = 0.85, name: Optional[str] = None,
@@ -227,7 +243,7 @@ class SuperNet(nn.Module):
     def from_baseline(cls, baseline: Genotype, num_classes: int, in_chans: int = 3, channels: int = 32,
                       op_names: 'str | Sequence[str]' = DARTOPTI_SPACE, init_value: float = 10.0,
                       steps: Optional[int] = None, multiplier: int = 4, stem: str = 'cifar',
-                      fused: bool = True) -> 'SuperNet':
+                      fused: bool = True, mixing: 'str | Mixing' = 'sigmoid') -> 'SuperNet':
         """DARTOpti supernet: the baseline's cells and reductions, alpha = ``init_value`` on its ops.
 
         ``steps`` defaults to ``concat end - 2`` of the baseline (6 for ResNet50), enlarged if a gene uses a
@@ -242,7 +258,7 @@ class SuperNet(nn.Module):
         init = [inits[g] for g in sorted(set(groups))]
         return cls(num_classes, in_chans, channels, baseline.num_cells, steps, multiplier, op_names=names,
                    reductions=baseline.reductions, stem=stem, cell_groups=groups, alpha_init=init,
-                   fused=fused)
+                   fused=fused, mixing=mixing)
 
 
 def baseline_alphas(baseline: Genotype, op_names: Sequence[str], steps: int,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import MissingFileError, UserError, describe_file
 from .export import parse_json_object, target_dataset
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import timm
 
     import ddarts_zoo  # noqa: F401
-    from ..convert import CheckpointError, load_official_checkpoint
+    from ..convert import load_official_checkpoint
     from ..data import dataset_info
     from ..export import export_model
 
@@ -39,20 +40,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = timm.create_model(args.model, pretrained=False, **model_args)
     except Exception as err:  # noqa: BLE001
-        raise SystemExit(f'cannot build {args.model} with {model_args}: {type(err).__name__}: {err}') from None
+        raise UserError(f'cannot build {args.model} with {model_args}: {type(err).__name__}: {err}') from err
     dataset = args.dataset or target_dataset(args.model)
     if not dataset:
-        raise SystemExit('pass --dataset (cifar10, cifar100 or imagenet)')
+        raise UserError('pass --dataset (cifar10, cifar100 or imagenet)')
     if dataset_info(dataset).num_classes != model.num_classes:
-        raise SystemExit(f'{args.model} has {model.num_classes} classes but {dataset} has '
+        raise UserError(f'{args.model} has {model.num_classes} classes but {dataset} has '
                          f'{dataset_info(dataset).num_classes}: pass --dataset or --num-classes')
     path = Path(args.checkpoint)
     if not path.is_file():
-        raise SystemExit(f'no checkpoint at {path}')
-    try:
-        meta = load_official_checkpoint(str(path), model)
-    except CheckpointError as err:
-        raise SystemExit(str(err)) from None
+        raise MissingFileError(f"{describe_file(path)}: no checkpoint there; expected an authors' checkpoint")
+    meta = load_official_checkpoint(str(path), model)
     epoch = f', epoch {meta["epoch"]}' if 'epoch' in meta else ''
     source = f"converted from the authors' checkpoint `{path.name}`{epoch} (accuracy not re-measured)"
     out = export_model(model, args.out, model_name=args.model, model_args=model_args, dataset=dataset,

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import List, Sequence
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,55 +32,55 @@ def _label(spec: str, geno) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distance import cell_distances, distance_matrix
-    from ..genotype import GenotypeError
-    from ..genotypes import load_genotype
-    from ..genotypes import names
+    from ..errors import UserError, user_errors
 
-    d = args.decimals
-    if not 0 <= d <= 12:
-        print(f'error: --decimals must be in 0..12, got {d}', file=sys.stderr)
-        return 2
-    specs: List[str] = list(args.genotypes)
-    try:
+    if not 0 <= args.decimals <= 12:
+        raise UserError(f'--decimals must be in 0..12, got {args.decimals}')
+    if args.out and not args.matrix:
+        raise UserError('--out needs --matrix')
+    if not args.matrix and len(args.genotypes) != 2:
+        raise UserError(f'give exactly two genotypes (or use --matrix), got {len(args.genotypes)}')
+    out = output_file(args.out) if args.out else None
+    with user_errors(ValueError):  # a genotype or value refused while loading / computing
         if args.matrix:
-            specs = specs or names()
-            if len(specs) < 2:
-                print('error: --matrix needs at least two genotypes', file=sys.stderr)
-                return 2
-            genos = [load_genotype(s) for s in specs]
-            labels = [_label(s, g) for s, g in zip(specs, genos)]
-            matrix = distance_matrix(genos)
-            print(format_matrix(matrix, labels, d))
-            counts = {g.num_cells for g in genos}
-            if len(counts) > 1:
-                print(f'note: cell counts differ ({sorted(counts)}); each pair averages over its common '
-                      f'leading cells')
-            if args.out:
-                from ..plot import plot_distance_matrix
-                path = plot_distance_matrix(matrix, labels, args.out)
-                print(f'wrote {path}')
-            return 0
-        if args.out:
-            print('error: --out needs --matrix', file=sys.stderr)
-            return 2
-        if len(specs) != 2:
-            print(f'error: give exactly two genotypes (or use --matrix), got {len(specs)}', file=sys.stderr)
-            return 2
-        a, b = (load_genotype(s) for s in specs)
-        per_cell = cell_distances(a, b)
-        la, lb = _label(specs[0], a), _label(specs[1], b)
-        print(f'distance({la}, {lb}) = {per_cell.mean():.{d}f}')
-        if a.num_cells != b.num_cells:
-            print(f'note: {la} has {a.num_cells} cells and {lb} {b.num_cells}; averaged over the first '
-                  f'{len(per_cell)} (common leading cells)')
-        for i, v in enumerate(per_cell):
-            kinds = {'R' if g.is_reduction(i) else 'N' for g in (a, b)}
-            kind = 'reduction' if kinds == {'R'} else 'normal' if kinds == {'N'} else 'normal/reduction'
-            print(f'  cell {i:2d} ({kind}): {v:.{d}f}')
-        return 0
-    except BrokenPipeError:  # e.g. piped into `head`
-        raise
-    except (GenotypeError, ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+            return _print_matrix(args.genotypes, args.decimals, out)
+        return _print_pair(args.genotypes, args.decimals)
+
+
+def _print_matrix(specs: Sequence[str], d: int, out: Optional[Path]) -> int:
+    from ..distance import distance_matrix
+    from ..errors import UserError
+    from ..genotypes import load_genotype, names
+
+    specs = list(specs) or names()
+    if len(specs) < 2:
+        raise UserError('--matrix needs at least two genotypes')
+    genos = [load_genotype(s) for s in specs]
+    labels = [_label(s, g) for s, g in zip(specs, genos)]
+    matrix = distance_matrix(genos)
+    print(format_matrix(matrix, labels, d))
+    counts = {g.num_cells for g in genos}
+    if len(counts) > 1:
+        print(f'note: cell counts differ ({sorted(counts)}); each pair averages over its common leading cells')
+    if out is not None:
+        from ..plot import plot_distance_matrix
+        print(f'wrote {plot_distance_matrix(matrix, labels, out)}')
+    return 0
+
+
+def _print_pair(specs: Sequence[str], d: int) -> int:
+    from ..distance import cell_distances
+    from ..genotypes import load_genotype
+
+    a, b = (load_genotype(s) for s in specs)
+    per_cell = cell_distances(a, b)
+    la, lb = _label(specs[0], a), _label(specs[1], b)
+    print(f'distance({la}, {lb}) = {per_cell.mean():.{d}f}')
+    if a.num_cells != b.num_cells:
+        print(f'note: {la} has {a.num_cells} cells and {lb} {b.num_cells}; averaged over the first '
+              f'{len(per_cell)} (common leading cells)')
+    for i, v in enumerate(per_cell):
+        kinds = {'R' if g.is_reduction(i) else 'N' for g in (a, b)}
+        kind = 'reduction' if kinds == {'R'} else 'normal' if kinds == {'N'} else 'normal/reduction'
+        print(f'  cell {i:2d} ({kind}): {v:.{d}f}')
+    return 0

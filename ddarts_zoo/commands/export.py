@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..errors import UnreadableFileError, UserError
+
 
 def parse_json_object(text: str) -> Dict[str, Any]:
     """argparse type: a JSON object (model keyword arguments)."""
@@ -44,28 +46,25 @@ def target_dataset(model_name: str) -> Optional[str]:
 
 
 def _load_checkpoint(path: Path) -> Dict[str, Any]:
-    import torch
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        return {'state_dict': load_file(str(path))}
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f'no checkpoint at {path}') from None
-    except Exception as err:  # noqa: BLE001 - corrupt file / refused unpickling
-        raise SystemExit(f'cannot read checkpoint {path}: {type(err).__name__}: {err}') from None
-    if not isinstance(ckpt, dict):
-        raise SystemExit(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}')
-    return ckpt
+    """The checkpoint as a dict; a bare safetensors state dict is wrapped as ``{'state_dict': ...}``."""
+    from ..convert import read_weights_file
+    ckpt = read_weights_file(path, 'a checkpoint of `ddarts-zoo train` or a state dict (.pth / .safetensors)')
+    return {'state_dict': ckpt} if path.suffix == '.safetensors' else ckpt
 
 
 def _metrics(path: Optional[str], ckpt_path: Path) -> Optional[Dict[str, Any]]:
     candidate = Path(path) if path else ckpt_path.with_name('metrics.json')
     if not candidate.is_file():
         if path:
-            raise SystemExit(f'--metrics: no file {candidate}')
+            raise UnreadableFileError(f'--metrics: no file {candidate}')
         return None
-    return json.loads(candidate.read_text(encoding='utf-8'))
+    try:
+        metrics = json.loads(candidate.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UnreadableFileError(f'{candidate}: not a metrics JSON file ({err})') from None
+    if not isinstance(metrics, dict):
+        raise UnreadableFileError(f'{candidate}: expected a JSON object of metrics, got {type(metrics).__name__}')
+    return metrics
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,22 +78,23 @@ def run(args: argparse.Namespace) -> int:
     ckpt = _load_checkpoint(path)
     model_name = args.model or ckpt.get('model_name')
     if not model_name:
-        raise SystemExit(f'{path} does not record its model: pass --model NAME')
+        raise UserError(f'{path} does not record its model: pass --model NAME')
     model_args = args.model_args if args.model_args is not None else dict(ckpt.get('model_args') or {})
     dataset = args.dataset or ckpt.get('dataset') or target_dataset(model_name)
     if not dataset:
-        raise SystemExit('pass --dataset (digits, cifar10, cifar100 or imagenet)')
+        raise UserError('pass --dataset (digits, cifar10, cifar100 or imagenet)')
     try:
         model = timm.create_model(model_name, pretrained=False, **model_args)
     except Exception as err:  # noqa: BLE001
-        raise SystemExit(f'cannot build {model_name} with {model_args}: {type(err).__name__}: {err}') from None
+        raise UserError(f'cannot build {model_name} with {model_args}: {type(err).__name__}: {err}') from err
     try:
         load_state_dict_strict(model, ckpt, str(path))
     except CheckpointError as err:
-        raise SystemExit(f'{err}\nPass the --model / --model-args the checkpoint was trained with.') from None
+        raise CheckpointError(f'{err}\nPass the --model / --model-args the checkpoint was trained with.',
+                              err.missing, err.unexpected, err.mis_shaped) from err
     metrics = _metrics(args.metrics, path)
     if metrics and metrics.get('model') not in (None, model_name):
-        raise SystemExit(f'{args.metrics or "metrics.json"} describes {metrics["model"]}, not {model_name}')
+        raise UserError(f'{args.metrics or "metrics.json"} describes {metrics["model"]}, not {model_name}')
     epoch = ckpt.get('epoch')
     source = 'trained by ddarts-zoo (`ddarts-zoo train`)' + (f', {epoch} epochs' if epoch else '')
     out = export_model(model, args.out, model_name=model_name, model_args=model_args, dataset=dataset,

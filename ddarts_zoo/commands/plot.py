@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from . import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,18 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..genotype import GenotypeError
+    from ..errors import user_errors
     from ..genotypes import load_genotype
     from ..plot import plot_genotype
 
-    try:
+    with user_errors(ValueError):  # a genotype, image type or value refused
         geno = load_genotype(args.genotype)
-        out = args.out or f'{geno.name or "genotype"}.png'
+        out = output_file(args.out or f'{geno.name or "genotype"}.png')
         path = plot_genotype(geno, out, dpi=args.dpi, title=args.title)
-    except BrokenPipeError:  # e.g. piped into `head`
-        raise
-    except (GenotypeError, ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
     print(f'wrote {path} ({geno.num_cells} cells, reductions {list(geno.reductions)})')
     return 0

@@ -18,11 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
     from ..export import publish_folder
     try:
         url = publish_folder(args.folder, args.repo_id, token=args.token, private=args.private,
                              revision=args.revision, commit_message=args.message)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        raise SystemExit(str(err)) from None
+        raise UserError(str(err)) from err
     print(f'published {args.folder} to {args.repo_id}: {url}')
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..genotype import GenotypeError
+    from ..errors import user_errors
     from ..stats import format_comparison, format_stats, genotype_stats
 
-    try:
+    with user_errors(ValueError):  # a genotype or value refused
         stats = genotype_stats(args.genotype, args.width)
         print(format_stats(stats))
         if args.compare:
@@ -31,9 +30,4 @@ def run(args: argparse.Namespace) -> int:
             base = genotype_stats(args.compare, args.width)
             print()
             print(format_comparison(stats, base, architecture_distance(args.genotype, args.compare)))
-    except BrokenPipeError:  # e.g. piped into `head`
-        raise
-    except (GenotypeError, ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
     return 0

@@ -5,6 +5,7 @@ Examples::
     ddarts-zoo train --model ddarts_dd1_cifar --dataset cifar10 --data ~/data/cifar --out runs/dd1
     ddarts-zoo train --genotype my_search/genotype.json --dataset digits --model-args '{"init_channels": 16}'
     torchrun --nproc_per_node 8 -m ddarts_zoo train --model ddarts_dd4 --dataset imagenet --data /data/imagenet --amp
+    torchrun --max-restarts 3 --nproc_per_node 8 -m ddarts_zoo train ... --resume auto   # restarts continue
 
 Recipe (paper Sec. 5.1, following DARTS): SGD lr 0.025, momentum 0.9, weight decay 3e-4, cosine schedule to
 0, batch 128 (CIFAR) / 96 (ImageNet), auxiliary head weight 0.4, cutout 16, AutoAugment, drop-path 0.2
@@ -21,31 +22,26 @@ held-out split: digits' fixed 20 % test split, the CIFAR test set, ImageNet val)
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any, Dict
 
-from .export import parse_json_object
+from ..errors import UserError
+from ..train_config import DATASET_DEFAULTS, RESUME_AUTO, RESUME_LAST, TrainConfig
 
-DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    'digits': dict(batch_size=16, epochs=8, cutout=16, autoaugment=False, label_smoothing=0.0, workers=0),
-    'cifar10': dict(batch_size=128, epochs=600, cutout=16, autoaugment=True, label_smoothing=0.0, workers=4),
-    'cifar100': dict(batch_size=128, epochs=600, cutout=16, autoaugment=True, label_smoothing=0.0, workers=4),
-    'imagenet': dict(batch_size=96, epochs=250, cutout=0, autoaugment=True, label_smoothing=0.1, workers=8),
-}
-"""Dataset-dependent defaults of the recipe (``None`` on the command line takes these)."""
+__all__ = ['add_arguments', 'config_from_args', 'run']
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = __doc__.split('\n\n', 1)[1]
     g = p.add_argument_group('model')
-    src = g.add_mutually_exclusive_group()
-    src.add_argument('--model', default=None,
-                     help='registered timm model name (default ddarts_dd1_cifar when --genotype is not given)')
-    src.add_argument('--genotype', default=None,
-                     help='genotype JSON / authors\' text file or shipped name, built with ddarts_genotype_cifar '
-                          '(or ddarts_genotype for imagenet)')
-    g.add_argument('--model-args', type=parse_json_object, default={},
-                   help='extra model keyword arguments as JSON, e.g. \'{"init_channels": 16}\'')
+    g.add_argument('--model', default=None,
+                   help='registered timm model name (default ddarts_dd1_cifar when --genotype is not given)')
+    g.add_argument('--genotype', default=None,
+                   help='genotype JSON / authors\' text file or shipped name, built with ddarts_genotype_cifar '
+                        '(or ddarts_genotype for imagenet)')
+    g.add_argument('--model-args', '--model-kwargs', dest='model_args', default='{}', metavar='JSON',
+                   help='extra model keyword arguments as a JSON object, e.g. \'{"init_channels": 16}\'')
     g.add_argument('--init-channels', type=int, default=None, help='width C of the first cells')
     g.add_argument('--layers', type=int, default=None, help='number of cells (Algorithm 1 when larger)')
     g = p.add_argument_group('data')
@@ -55,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument('--cutout', type=int, default=None, help='cutout length in px, 0 disables (16; imagenet 0)')
     g.add_argument('--autoaugment', action=argparse.BooleanOptionalAction, default=None,
                    help='torchvision AutoAugment (CIFAR10 / IMAGENET policy); default on except for digits')
+    g.add_argument('--train-subset', type=float, default=None, metavar='N|F',
+                   help='train on a seeded subset (by --seed) of the training split: N images (a whole number) '
+                        'or a fraction F in (0, 1); the held-out split is always evaluated whole')
     g = p.add_argument_group('recipe')
     g.add_argument('--epochs', type=int, default=None, help='CIFAR 600, ImageNet 250, digits 8')
     g.add_argument('--batch-size', type=int, default=None, help='global batch: 128 (imagenet 96, digits 16)')
@@ -68,12 +67,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument('--grad-clip', type=float, default=5.0, help='gradient norm clip, 0 disables (5)')
     g.add_argument('--label-smoothing', type=float, default=None, help='0.1 on imagenet, else 0')
     g.add_argument('--amp', action='store_true', help='mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU)')
-    g.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
-                   help='NHWC memory format (faster depthwise-conv backward on CPU)')
+    g.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                   help='NHWC memory format (faster depthwise-conv backward on CPU); default on, except with '
+                        '--amp on a CPU, where its bfloat16 dilated-conv backward gives NaN gradients')
     g = p.add_argument_group('run')
     g.add_argument('--out', default='runs/train', help='output folder: checkpoint, logs, metrics (runs/train)')
-    g.add_argument('--resume', nargs='?', const='auto', default=None,
-                   help='continue from a checkpoint (no value: OUT/checkpoint.pth)')
+    g.add_argument('--resume', nargs='?', const=RESUME_LAST, default=None, metavar='auto|last|PATH',
+                   help=f'continue a run: `{RESUME_AUTO}` = OUT/checkpoint.pth when it exists, else start '
+                        f'(for torchrun --max-restarts); no value or `{RESUME_LAST}` = OUT/checkpoint.pth, which '
+                        f'must exist; PATH = that checkpoint')
     g.add_argument('--seed', type=int, default=0, help='random seed (0)')
     g.add_argument('--device', default=None, help='cuda / cpu (default: cuda when available)')
     g.add_argument('--threads', type=int, default=None,
@@ -81,25 +83,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument('--max-steps', type=int, default=None, help='cap on train steps per epoch (smoke tests)')
     g.add_argument('--stop-after', type=int, default=None,
                    help='stop after this many epochs in total, resumable later (time-sliced jobs)')
-    g.add_argument('--eval-interval', type=int, default=1, help='evaluate the held-out split every N epochs')
-    g.add_argument('--no-progress', action='store_true', help='disable the tqdm bars')
+    g.add_argument('--eval-interval', type=int, default=1,
+                   help='evaluate the held-out split every N epochs (0: after the last epoch only)')
+    g.add_argument('--dist-timeout', type=float, default=600.0, metavar='SECONDS',
+                   help='under torchrun: a collective that waits longer fails instead of hanging (600)')
+    g.add_argument('--no-progress', dest='progress', action='store_false', help='disable the tqdm bars')
 
 
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the dataset-dependent defaults and check the combination (``SystemExit`` naming the flag)."""
-    for key, value in DATASET_DEFAULTS[args.dataset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.model is None and args.genotype is None:
-        args.model = 'ddarts_dd1_cifar'
-    for key in ('epochs', 'batch_size'):
-        if getattr(args, key) < 1:
-            raise SystemExit(f'--{key.replace("_", "-")} must be >= 1')
-    if args.dataset != 'digits' and not args.data:
-        raise SystemExit(f'--data is required for {args.dataset} (digits is the only embedded dataset)')
-    return args
+def _json_object(flag: str, text: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f'{flag} {text!r}: not valid JSON ({err.msg} at character {err.pos})') from None
+    if not isinstance(value, dict):
+        raise UserError(f'{flag} {text!r}: expected a JSON object such as \'{{"init_channels": 16}}\'')
+    return value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`~ddarts_zoo.train_config.TrainConfig` of a parsed command line (resolved and checked)."""
+    model_args = args.model_args
+    if isinstance(model_args, str):
+        model_args = _json_object('--model-args', model_args)
+    cfg = TrainConfig.from_args(argparse.Namespace(**{**vars(args), 'model_args': model_args})).resolved()
+    cfg.check()
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
     from ddarts_zoo.train import train
-    return train(resolve_args(args))
+    return train(config_from_args(args))

@@ -5,6 +5,9 @@
   A fixed, seeded 80/20 split gives ``train`` (1438 images) and the held-out ``test`` split (359).
 * ``cifar10`` / ``cifar100``: torchvision's format under ``root``; never downloaded silently.
 * ``imagenet``: an ImageFolder tree ``root/{train,val}/<class>/*.JPEG``.
+* ``folder``: the user's own images, ``root/train/<class>/*`` (and ``root/val/<class>/*`` when present, else a
+  seeded held-out 20 %); classes, channels, size and normalisation are read from the data
+  (:mod:`.folder`, :mod:`.folder_stats`).
 
 :func:`dataset_info` gives classes, channels, resolution and normalisation; nothing downstream hard-codes
 them.
@@ -12,7 +15,6 @@ them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
@@ -20,41 +22,35 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ['DatasetInfo', 'DATASETS', 'dataset_info', 'DigitsDataset', 'build_dataset', 'split_half',
-           'DatasetMissingError', 'DIGITS_PATH']
+from ..errors import UserError
+from .info import (DATASET_NAMES, DATASETS, DatasetInfo, DatasetMissingError, FolderDataError,
+                   TooFewImagesError, check_enough_images)
+
+__all__ = ['DatasetInfo', 'DATASETS', 'DATASET_NAMES', 'dataset_info', 'DigitsDataset', 'build_dataset',
+           'split_half', 'DatasetMissingError', 'FolderDataError', 'TooFewImagesError', 'check_enough_images',
+           'DIGITS_PATH']
 
 DIGITS_PATH = Path(__file__).resolve().parent / 'digits.npz'
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 
 
-class DatasetMissingError(FileNotFoundError):
-    """A dataset that needs files on disk was not found under ``--data``."""
+def dataset_info(name: str, root: Optional[str] = None, *, image_size: Optional[int] = None,
+                 cache_dir: Optional['str | os.PathLike[str]'] = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``.
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    in_chans: int
-    image_size: int
-    mean: Tuple[float, ...]
-    std: Tuple[float, ...]
-
-
-DATASETS = {
-    'digits': DatasetInfo('digits', 10, 1, 32, (0.3049,), (0.3235,)),  # train split at 32 px
-    'cifar10': DatasetInfo('cifar10', 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    'cifar100': DatasetInfo('cifar100', 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    'imagenet': DatasetInfo('imagenet', 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
+    ``folder`` reads it from the images under ``root`` (computed once, cached in ``cache_dir`` or next to the
+    data, printed; ``image_size`` overrides the inferred size); the other datasets ignore the keywords.
+    """
+    if name == 'folder':
+        if not root:
+            raise DatasetMissingError('--dataset folder needs --data ROOT (ROOT/train/<class>/<image>)')
+        from .folder_stats import folder_info
+        return folder_info(root, image_size=image_size, cache_dir=cache_dir)
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}') from None
+        raise UserError(f'unknown dataset {name!r}; choose one of {", ".join(DATASET_NAMES)}') from None
 
 
 def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
@@ -131,18 +127,34 @@ def _imagenet(root: str, train: bool, transform):
     return torchvision.datasets.ImageFolder(os.fspath(folder), transform=transform)
 
 
+def _folder(root: Optional[str], split: str, transform, info: Optional[DatasetInfo],
+            image_size: Optional[int]) -> Dataset:
+    from .folder import FolderDataset, scan_folder
+    from .folder_stats import folder_info
+    if not root:
+        raise DatasetMissingError('--dataset folder needs --data ROOT (ROOT/train/<class>/<image>)')
+    info = info if info is not None else folder_info(root, image_size=image_size, verbose=False)
+    tree = scan_folder(root)
+    return FolderDataset(tree.split(split), info.in_chans, transform=transform, classes=tree.classes)
+
+
 def build_dataset(name: str, split: str = 'train', root: Optional[str] = None, transform=None,
-                  image_size: Optional[int] = None, subset: float = 1.0, seed: int = 0) -> Dataset:
+                  image_size: Optional[int] = None, subset: float = 1.0, seed: int = 0,
+                  info: Optional[DatasetInfo] = None) -> Dataset:
     """Dataset ``name`` for ``split`` ('train' or 'test').
 
-    ``transform`` applies to tensors for digits and to PIL images for the torchvision datasets.
+    ``transform`` applies to tensors for digits and to PIL images for the other datasets.
     ``subset`` < 1 keeps a seeded random fraction (PC-DARTS style sampled search on ImageNet).
+    ``info``: the folder's :func:`dataset_info` (its channels); computed (from the cache) when omitted.
     """
-    info = dataset_info(name)
+    if name not in DATASET_NAMES:
+        raise UserError(f'unknown dataset {name!r}; choose one of {", ".join(DATASET_NAMES)}')
     if split not in ('train', 'test'):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name == 'digits':
-        ds: Dataset = DigitsDataset(split, image_size or info.image_size, transform=transform)
+        ds: Dataset = DigitsDataset(split, image_size or DATASETS['digits'].image_size, transform=transform)
+    elif name == 'folder':
+        ds = _folder(root, split, transform, info, image_size)
     else:
         if not root:
             raise DatasetMissingError(f'{name} needs --data pointing at the dataset root')

@@ -18,13 +18,12 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize, update_init_info
 from timm.models import split_model_name_tag
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint as cp_checkpoint
 
 from mmdet.registry import MODELS
 
-from ..convert import (CheckpointError, is_official_state_dict, load_state_dict_strict, to_model_layout,
-                       unwrap_state_dict)
-from ..network import DDartsNet
+from ..convert import (CheckpointError, is_official_state_dict, load_state_dict_strict, read_weights_file,
+                       to_model_layout, unwrap_state_dict)
+from ..network import CellNetwork, DDartsNet, level_source
 
 __all__ = ['DDartsBackbone', 'ddarts_model_names', 'backbone_levels']
 
@@ -80,11 +79,11 @@ def _pretrained_checkpoint(init_cfg: Any) -> Any:
 
 def _cell_index(module: str) -> int:
     """Index of the cell producing a feature level (-1 for a stem output)."""
-    return int(module.split('.')[1]) if module.startswith('cells.') else -1
+    return max(level_source(module), -1)
 
 
 @MODELS.register_module()
-class DDartsBackbone(BaseModule):
+class DDartsBackbone(CellNetwork, BaseModule):
     """A D-DARTS / DARTOpti network (any registered ``ddarts_*`` timm model) as a detection backbone.
 
     Args:
@@ -173,6 +172,7 @@ class DDartsBackbone(BaseModule):
         self.out_channels: List[int] = [f['num_chs'] for f in self.feature_info]
         self.out_strides: List[int] = [f['reduction'] for f in self.feature_info]
         self._out_modules: List[str] = [f['module'] for f in self.feature_info]
+        self._out_sources: List[int] = [level_source(m) for m in self._out_modules]
 
         # Same module names as the timm model, so timm / ddarts-zoo state dicts load without renaming.
         self.stem_type = net.stem_type
@@ -180,10 +180,10 @@ class DDartsBackbone(BaseModule):
         for name in self._stem_names:
             self.add_module(name, getattr(net, name))
         last_cell = max(_cell_index(m) for m in self._out_modules)
-        self.cells = nn.ModuleList(list(net.cells)[:last_cell + 1])
+        self.cells = net.cells.head(last_cell + 1)
         self.num_cells_total = len(net.cells)
         # prefixes of modules the paper configuration has but this network omits (see DDartsNet.pruned_modules)
-        self.pruned_modules: Tuple[str, ...] = tuple(getattr(net, 'pruned_modules', ()))
+        self.pruned_modules: Tuple[str, ...] = net.pruned_modules
         del net
         self._freeze_stages()
 
@@ -238,24 +238,13 @@ class DDartsBackbone(BaseModule):
     def set_drop_path(self, rate: float) -> None:
         """Change the drop-path probability of every cell (e.g. from a hook ramping it over epochs)."""
         self.drop_path_rate = float(rate)
-        for cell in self.cells:
-            cell.set_drop_path(rate)
+        self.cells.set_drop_path(rate)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps of ``out_indices``, finest first."""
-        taps: Dict[str, torch.Tensor] = {}
-        if self.stem_type == 'cifar':
-            s0 = s1 = taps['stem'] = self.stem(x)
-        else:
-            s0 = taps['stem0'] = self.stem0(x)
-            s1 = taps['stem1'] = self.stem1(s0)
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
-        for i, cell in enumerate(self.cells):
-            out = cp_checkpoint(cell, s0, s1, use_reentrant=False) if use_cp else cell(s0, s1)
-            s0, s1 = s1, out
-            taps[f'cells.{i}'] = out
-        return tuple(taps[m] for m in self._out_modules)
+        return tuple(self.run_cells(x, self._out_sources, checkpointing=use_cp)[1])
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:
@@ -315,11 +304,8 @@ class DDartsBackbone(BaseModule):
                                  f'model_name is {self.model_name!r}')
             return net.state_dict()
         path = str(checkpoint)
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f'DDartsBackbone: pretrained checkpoint {path!r} not found')
-            raw: Any = load_file(path, device='cpu')
+        if '://' not in path:  # a local file: tensors only, a bad file raises UnreadableFileError naming it
+            raw: Any = read_weights_file(path, 'DDartsBackbone pretrained weights (.pth / .safetensors)')
         else:
             from mmengine.runner.checkpoint import CheckpointLoader
             raw = CheckpointLoader.load_checkpoint(path, map_location='cpu')

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data import digits_arrays, digits_split_indices
+from ..errors import UserError
 from ..utils.io import atomic_dir
 
-__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'generate_digits_det',
-           'ensure_digits_det']
+__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'PREPARE_COMMAND', 'DigitsDetMissingError',
+           'generate_digits_det', 'ensure_digits_det', 'read_digits_det_meta', 'check_digits_det']
 
 FORMAT_VERSION = 1
 DIGITS_DET_CLASSES: Tuple[str, ...] = tuple(str(d) for d in range(10))
@@ -38,24 +39,29 @@ DEFAULT_PARAMS: Dict[str, Any] = dict(seed=0, image_size=64, min_digits=1, max_d
                                       max_scale=4.0, train_repeats=2)
 _SPLITS = {'train': ('train', 1), 'val': ('test', 2)}  # our split -> (digits split, rng stream)
 _PLACEMENT_TRIES = 50
+PREPARE_COMMAND = 'ddarts-zoo digits-det --out {root}'
+
+
+class DigitsDetMissingError(UserError, FileNotFoundError):
+    """The digits-det folder a config reads is missing or incomplete (the message names the command)."""
 
 
 def _check_params(p: Dict[str, Any]) -> None:
     unknown = set(p) - set(DEFAULT_PARAMS)
     if unknown:
-        raise TypeError(f'digits-det: unknown parameter(s) {sorted(unknown)}; '
+        raise UserError(f'digits-det: unknown parameter(s) {sorted(unknown)}; '
                         f'known: {sorted(DEFAULT_PARAMS)}')
     if not 1 <= p['min_digits'] <= p['max_digits']:
-        raise ValueError(f'digits-det: need 1 <= min_digits <= max_digits, '
+        raise UserError(f'digits-det: need 1 <= min_digits <= max_digits, '
                          f'got {p["min_digits"]}, {p["max_digits"]}')
     if not 1.0 <= p['min_scale'] <= p['max_scale']:
-        raise ValueError(f'digits-det: need 1 <= min_scale <= max_scale, '
+        raise UserError(f'digits-det: need 1 <= min_scale <= max_scale, '
                          f'got {p["min_scale"]}, {p["max_scale"]}')
     if p['image_size'] < round(8 * p['max_scale']):
-        raise ValueError(f'digits-det: image_size {p["image_size"]} is smaller than the largest digit '
+        raise UserError(f'digits-det: image_size {p["image_size"]} is smaller than the largest digit '
                          f'({round(8 * p["max_scale"])} px)')
     if p['train_repeats'] < 1:
-        raise ValueError(f'digits-det: train_repeats must be >= 1, got {p["train_repeats"]}')
+        raise UserError(f'digits-det: train_repeats must be >= 1, got {p["train_repeats"]}')
 
 
 def _upsample(digit: np.ndarray, size: int) -> np.ndarray:
@@ -131,11 +137,27 @@ def _render_split(split: str, p: Dict[str, Any], out_dir: Path) -> Dict[str, Any
     }
 
 
-def _read_meta(root: Path) -> Optional[Dict[str, Any]]:
+def read_digits_det_meta(root: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """The ``meta.json`` of a complete digits-det folder, or ``None`` (missing, incomplete or not digits-det)."""
     try:
-        return json.loads((root / 'meta.json').read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        meta = json.loads((Path(root) / 'meta.json').read_text())
+    except (OSError, json.JSONDecodeError):
         return None
+    return meta if isinstance(meta, dict) and meta.get('name') == 'digits-det' else None
+
+
+def check_digits_det(root: Union[str, os.PathLike]) -> Path:
+    """Return ``root`` if it holds a complete digits-det set, else raise :class:`DigitsDetMissingError`.
+
+    The message names the folder (as given and resolved) and the command that prepares it.
+    """
+    if read_digits_det_meta(root) is None:
+        shown = str(root).rstrip('/') or '.'
+        state = 'is incomplete (no meta.json)' if Path(root).is_dir() else 'does not exist'
+        raise DigitsDetMissingError(
+            f'digits-det: {shown} ({Path(root).resolve()}) {state}; prepare it from this directory with '
+            f'`{PREPARE_COMMAND.format(root=shown)}` (data_root is relative to the current directory)')
+    return Path(root)
 
 
 def generate_digits_det(root: Union[str, os.PathLike], overwrite: bool = False, **params: Any) -> Path:
@@ -163,7 +185,7 @@ def generate_digits_det(root: Union[str, os.PathLike], overwrite: bool = False, 
             if root.exists() and not overwrite:  # another process published it meanwhile: keep theirs
                 raise FileExistsError(f'digits-det: {root} was created while generating it')
     except FileExistsError:
-        if _read_meta(root) == meta:  # the concurrent process published the same data set
+        if read_digits_det_meta(root) == meta:  # the concurrent process published the same data set
             return root
         raise
     return root
@@ -174,12 +196,12 @@ def ensure_digits_det(root: Union[str, os.PathLike], **params: Any) -> Path:
     p = dict(DEFAULT_PARAMS, **params)
     _check_params(p)
     path = Path(root).expanduser().resolve()
-    meta = _read_meta(path)
+    meta = read_digits_det_meta(path)
     if meta is not None:
         if meta.get('format') != FORMAT_VERSION or meta.get('params') != p:
-            raise ValueError(f'digits-det: {path} holds a data set generated with {meta.get("params")} '
+            raise UserError(f'digits-det: {path} holds a data set generated with {meta.get("params")} '
                              f'(format {meta.get("format")}), not {p} (format {FORMAT_VERSION}); '
-                             f'remove it or choose another folder')
+                             f'remove it, choose another folder or regenerate it (`ddarts-zoo digits-det --overwrite`)')
         return path
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f'digits-det: {path} exists but is not a complete digits-det folder '
@@ -189,7 +211,7 @@ def ensure_digits_det(root: Union[str, os.PathLike], **params: Any) -> Path:
     try:
         return generate_digits_det(path, **p)
     except FileExistsError:  # generated concurrently
-        if _read_meta(path) is not None:
+        if read_digits_det_meta(path) is not None:
             return ensure_digits_det(path, **p)
         raise
 

@@ -5,21 +5,23 @@ Usage::
     python -m ddarts_zoo.mmdet.train CONFIG [--work-dir DIR] [--cfg-options KEY=VALUE ...] [--resume [CKPT]]
     torchrun --nproc_per_node=8 -m ddarts_zoo.mmdet.train CONFIG --launcher pytorch
 
-A config with a top-level ``digits_det = dict(root=..., **params)`` gets the digits-det data set generated
-there first when it is missing (:func:`ddarts_zoo.mmdet.digits_det.ensure_digits_det`). After training, the
+It does what mmdet's ``tools/train.py`` does, plus: a config with a top-level
+``digits_det = dict(root=..., **params)`` gets the digits-det data set generated there first when it is
+missing (:func:`ddarts_zoo.mmdet.digits_det.ensure_digits_det`); under ``torchrun`` on a machine without CUDA
+it trains with gloo (:mod:`ddarts_zoo.mmdet.cpu_dist`), which mmengine's launcher cannot. After training, the
 final validation metrics are printed and written to ``WORK_DIR/final_metrics.json``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import run_cli
 from ..utils.io import atomic_write
 
 __all__ = ['main', 'build_config', 'train']
@@ -79,12 +81,12 @@ def train(cfg) -> Dict[str, Any]:
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
+    from .cpu_dist import prepare_cpu_distributed
     from .digits_det import ensure_digits_det
     if cfg.get('digits_det'):
         ensure_digits_det(**cfg.digits_det)
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if cfg.get('resume'):
-        _trust_resumed_checkpoint(runner)
     start = time.time()
     runner.train()
     hub = runner.message_hub
@@ -98,43 +100,19 @@ def train(cfg) -> Dict[str, Any]:
     return result
 
 
-@contextlib.contextmanager
-def _torch_load_without_weights_only() -> Iterator[None]:
-    """Let ``torch.load`` calls without ``weights_only`` unpickle full objects (trusted files only)."""
-    key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
-    old = os.environ.get(key)
-    os.environ[key] = '1'
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
-def _trust_resumed_checkpoint(runner) -> None:
-    """Resume on torch >= 2.6: mmengine 0.10.7 checkpoints hold its ``HistoryBuffer`` objects, which
-    ``torch.load``'s default ``weights_only=True`` refuses. Resuming reads this run's own checkpoints, so only
-    that load (``Runner.load_or_resume``) unpickles them fully; pretrained weights keep the safe default."""
-    load_or_resume = runner.load_or_resume
-
-    def trusted_load_or_resume() -> None:
-        with _torch_load_without_weights_only(), warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
-            load_or_resume()
-
-    runner.load_or_resume = trusted_load_or_resume
-
-
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def _run(argv: Optional[List[str]]) -> int:
     args = _parse_args(argv)
     cfg = build_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.resume, args.amp)
     result = train(cfg)
     if int(os.environ.get('RANK', '0')) == 0:
         print(json.dumps(result, indent=1, sort_keys=True, default=float))
-    return result
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line; bad input (a missing data set, a wrong config field) is one ``error:`` line, exit code 2."""
+    return run_cli(_run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -7,11 +7,12 @@ CUDA path (CPU autocast in float16 and ``torch.amp.GradScaler('cpu')``), which l
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Optional
+from typing import ContextManager, Optional, Sequence
 
 import torch
+import torch.nn as nn
 
-__all__ = ['AMP_DTYPES', 'parse_amp_dtype', 'amp_dtype', 'autocast', 'make_grad_scaler']
+__all__ = ['AMP_DTYPES', 'parse_amp_dtype', 'amp_dtype', 'autocast', 'make_grad_scaler', 'unscale_and_clip_']
 
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
@@ -48,3 +49,17 @@ def make_grad_scaler(device: torch.device, enabled: bool, dtype: Optional[torch.
     """A ``GradScaler`` for ``device``, active only for float16 autocast (a pass-through otherwise)."""
     active = enabled and amp_dtype(device, dtype) == torch.float16
     return torch.amp.GradScaler(device.type, enabled=active)
+
+
+def unscale_and_clip_(scaler: 'torch.amp.GradScaler', optimizer: torch.optim.Optimizer,
+                      params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The gradient step's first half, as both loops run it: unscale, then clip; returns the total grad norm.
+
+    Unscales the gradients of ``optimizer`` in place (a no-op for a disabled ``scaler``) and, when
+    ``max_norm > 0``, clips the total 2-norm of ``params``' gradients to it.  The returned norm (before
+    clipping) is non-finite when a gradient is: the caller decides whether to step.
+    """
+    scaler.unscale_(optimizer)
+    if max_norm > 0:
+        return nn.utils.clip_grad_norm_(params, max_norm)
+    return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])

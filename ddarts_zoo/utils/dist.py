@@ -1,12 +1,15 @@
 """Data parallelism shared by the search and the training loop: the process context, collectives, sampler.
 
 ``torchrun`` describes the run through ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``; without it the run is a
-single process and every collective below is a no-op.
+single process and every collective below is a no-op.  Every collective fails after a finite timeout
+(``--dist-timeout``, default 600 s) instead of waiting forever for a rank that died, and the workers that
+``torchrun --max-restarts`` starts again join a fresh process group (:func:`init_distributed`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Iterator, List, Optional, Sequence
 
 import torch
@@ -14,8 +17,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import Sampler
 
-__all__ = ['DistContext', 'init_distributed', 'allreduce_mean_', 'any_rank', 'broadcast_module_',
-           'EpochShardSampler']
+from ..errors import UserError
+
+__all__ = ['DEFAULT_DIST_TIMEOUT_S', 'DistContext', 'init_distributed', 'elastic_restart_count',
+           'allreduce_mean_', 'any_rank', 'broadcast_module_', 'EpochShardSampler']
+
+DEFAULT_DIST_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -53,12 +60,39 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(device: Optional[str] = 'auto') -> DistContext:
+def elastic_restart_count() -> int:
+    """How many times ``torchrun --max-restarts`` has restarted this job's workers (0: the first try)."""
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT') or 0)
+
+
+def _attempt_store(world: int, timeout: timedelta) -> Optional[dist.Store]:
+    """The store of torchrun's elastic agent, under a key prefix of its own for each restart attempt.
+
+    The agent serves one TCP store for the whole job and every attempt's process group registers its keys
+    there (gloo: each rank's listening address).  Without a prefix, the workers of a restarted attempt read
+    the keys of the attempt that died and connect to its closed ports: "Connection refused" in gloo's
+    ``connectFullMesh``, or a hang there.  ``None`` when no agent serves a store (the default ``env://``
+    set-up then creates a fresh one).
+    """
+    if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') != 'True':
+        return None
+    store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world, is_master=False,
+                          timeout=timeout)
+    run_id = os.environ.get('TORCHELASTIC_RUN_ID', 'job')
+    return dist.PrefixStore(f'ddarts-zoo/{run_id}/attempt-{elastic_restart_count()}', store)
+
+
+def init_distributed(device: Optional[str] = 'auto', timeout_s: Optional[float] = None) -> DistContext:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process.
 
     ``device``: ``'auto'`` / ``None`` (CUDA when available), ``'cpu'``, ``'cuda'`` (under torchrun: the
-    local rank's GPU) or ``'cuda:N'``.  Backend: NCCL on CUDA, gloo on CPU.
+    local rank's GPU) or ``'cuda:N'``.  Backend: NCCL on CUDA, gloo on CPU.  ``timeout_s`` (default
+    :data:`DEFAULT_DIST_TIMEOUT_S`): how long the set-up and every collective may wait for the other
+    ranks before failing.
     """
+    timeout_s = DEFAULT_DIST_TIMEOUT_S if timeout_s is None else float(timeout_s)
+    if not timeout_s > 0:
+        raise UserError(f'--dist-timeout must be > 0 seconds, got {timeout_s:g}')
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank = int(os.environ.get('RANK', '0'))
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
@@ -66,14 +100,17 @@ def init_distributed(device: Optional[str] = 'auto') -> DistContext:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device.startswith('cuda'):
         if not torch.cuda.is_available():
-            raise RuntimeError(f'--device {device}: CUDA is not available on this machine')
+            raise UserError(f'--device {device}: CUDA is not available on this machine')
         index = local_rank if world > 1 or device == 'cuda' else torch.device(device).index
         dev = torch.device('cuda', index)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', rank=rank, world_size=world)
+        timeout = timedelta(seconds=timeout_s)
+        store = _attempt_store(world, timeout)
+        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', rank=rank, world_size=world,
+                                timeout=timeout, **({} if store is None else {'store': store}))
     return DistContext(rank, world, local_rank, dev)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ['flatten_row', 'csv_text', 'open_tensorboard']
+from .io import atomic_write
+
+__all__ = ['flatten_row', 'csv_text', 'open_tensorboard', 'EpochLog']
 
 
 def flatten_row(row: Mapping[str, Any]) -> Dict[str, Any]:
@@ -56,3 +59,40 @@ def open_tensorboard(log_dir: str, purge_step: Optional[int] = None) -> Any:
     return SummaryWriter(log_dir=log_dir, purge_step=purge_step or None)
 
 
+class EpochLog:
+    """One CSV row per epoch (``epoch`` column first) plus its numbers as TensorBoard scalars.
+
+    The CSV is rewritten atomically after every epoch; a run resumed at ``start_epoch`` keeps the earlier rows
+    and TensorBoard drops the events the interrupted run wrote from there on.  A scalar's tag is its column
+    with the first ``_`` turned into ``/`` (``train_loss`` -> ``train/loss``).  Disabled: every call is a no-op.
+    """
+
+    def __init__(self, csv_path: Path, columns: Sequence[str], enabled: bool = True, start_epoch: int = 0,
+                 tensorboard_dir: Optional[Path] = None) -> None:
+        self.csv_path, self.columns, self.enabled = Path(csv_path), list(columns), enabled
+        self.rows: List[Dict[str, Any]] = []
+        self.tb: Any = None
+        if not enabled:
+            return
+        if start_epoch > 0 and self.csv_path.exists():
+            with open(self.csv_path, newline='', encoding='utf-8') as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r['epoch']) < start_epoch]
+        if tensorboard_dir is not None:
+            self.tb = open_tensorboard(str(tensorboard_dir), purge_step=start_epoch)
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        """Append ``row`` (its ``epoch`` is the TensorBoard step) and rewrite the CSV."""
+        if not self.enabled:
+            return
+        self.rows.append(dict(row))
+        atomic_write(self.csv_path, csv_text(self.rows, self.columns))
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != 'epoch' and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key.replace('_', '/', 1), value, int(row['epoch']))
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None

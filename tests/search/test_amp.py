@@ -18,7 +18,7 @@ def searcher(tmp_path, name, **kw):
 
 
 def snapshot(s):
-    return [a.detach().clone() for a in s.net.alphas], [p.detach().clone() for p in s.steps.w_params]
+    return [a.detach().clone() for a in s.net.alphas], [p.detach().clone() for p in s.updates.w_params]
 
 
 def moved(before, after):
@@ -26,36 +26,36 @@ def moved(before, after):
 
 
 def check_float16_scaler_path(s, x, y):
-    steps = s.steps
-    assert steps.a_scaler.is_enabled() and steps.w_scaler.is_enabled()
-    with steps.autocast():
+    updates = s.updates
+    assert updates.a_scaler.is_enabled() and updates.w_scaler.is_enabled()
+    with updates.autocast():
         assert s.net(x).dtype == torch.float16
     alphas, weights = snapshot(s)
     for k in range(8):   # the initial scale (2 ** 16) may overflow: GradScaler halves it until it fits
-        steps.arch_step(x, y, 0, k)
-        assert steps.weight_step(x, y, 0, k) is not None   # an overflow still reports the loss
+        updates.arch_step(x, y, 0, k)
+        assert updates.weight_step(x, y, 0, k) is not None   # an overflow still reports the loss
         new_alphas, new_weights = snapshot(s)
         if all(moved(alphas, new_alphas)) and any(moved(weights, new_weights)):
             break
     assert all(moved(alphas, new_alphas)) and sum(moved(weights, new_weights)) > len(weights) // 2
     assert all(a.dtype == torch.float32 for a in s.net.alphas)
-    assert steps.nonfinite_skipped == 0
+    assert updates.nonfinite_skipped == 0
 
     # force an overflow: with this loss scale the scaled loss and gradients are inf
-    for scaler in (steps.a_scaler, steps.w_scaler):
+    for scaler in (updates.a_scaler, updates.w_scaler):
         scaler.update(new_scale=3e38)
     alphas, weights = snapshot(s)
-    assert steps.arch_step(x, y, 0, 1) is None                     # skipped ...
-    steps.weight_step(x, y, 0, 1)
+    assert updates.arch_step(x, y, 0, 1) is None                     # skipped ...
+    updates.weight_step(x, y, 0, 1)
     after_alphas, after_weights = snapshot(s)
     assert not any(moved(alphas, after_alphas)) and not any(moved(weights, after_weights))   # ... nothing moved
-    for scaler in (steps.a_scaler, steps.w_scaler):
+    for scaler in (updates.a_scaler, updates.w_scaler):
         assert scaler.get_scale() < 3e38                           # ... and the scale was lowered
-    assert steps.nonfinite_skipped == 0                            # an fp16 overflow is not an error
+    assert updates.nonfinite_skipped == 0                            # an fp16 overflow is not an error
 
-    for scaler in (steps.a_scaler, steps.w_scaler):                # a sane scale: the updates apply again
+    for scaler in (updates.a_scaler, updates.w_scaler):                # a sane scale: the updates apply again
         scaler.update(new_scale=2.0 ** 10)
-    assert steps.arch_step(x, y, 0, 2) is not None and steps.weight_step(x, y, 0, 2) is not None
+    assert updates.arch_step(x, y, 0, 2) is not None and updates.weight_step(x, y, 0, 2) is not None
     assert all(moved(after_alphas, snapshot(s)[0]))
 
 
@@ -66,7 +66,7 @@ def test_float16_grad_scaler_path_on_cpu(tmp_path):
 
 def test_amp_dtype_defaults_and_errors(tmp_path):
     s, x, y = searcher(tmp_path, 'bf16', amp=True)
-    assert s.steps.amp_dtype == torch.bfloat16 and not s.steps.a_scaler.is_enabled()
+    assert s.updates.amp_dtype == torch.bfloat16 and not s.updates.a_scaler.is_enabled()
     with pytest.raises(ValueError, match='--amp-dtype'):
         SearchConfig(amp=True, amp_dtype='float8').check()
     with pytest.raises(ValueError, match='--cuda-graphs'):
@@ -77,10 +77,10 @@ def test_amp_dtype_defaults_and_errors(tmp_path):
 @pytest.mark.parametrize('graphs', [False, True])
 def test_float16_grad_scaler_path_on_cuda(tmp_path, graphs):
     s, x, y = searcher(tmp_path, f'cuda-{graphs}', amp=True, device='cuda', cuda_graphs=graphs)
-    assert s.steps.amp_dtype == torch.float16
+    assert s.updates.amp_dtype == torch.float16
     if graphs:   # capture first (two eager warm-up calls, then the capture), then check the replayed steps
         for k in range(3):
-            s.steps.arch_step(x, y, 0, k)
-            s.steps.weight_step(x, y, 0, k)
-        assert s.steps._arch_call.captured and s.steps._weight_call.captured
+            s.updates.arch_step(x, y, 0, k)
+            s.updates.weight_step(x, y, 0, k)
+        assert s.updates._arch_call.captured and s.updates._weight_call.captured
     check_float16_scaler_path(s, x, y)

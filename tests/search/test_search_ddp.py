@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
     s = Searcher(cfg, step_callback=record)
     res = s.run()
     torch.save({{'alphas': records, 'written': s.written, 'world': s.ctx.world_size, 'rank': s.ctx.rank,
-                'weights': [p.detach().clone() for p in s.steps.w_params],
+                'weights': [p.detach().clone() for p in s.updates.w_params],
                 'buffers': [b.clone() for b in s.net.buffers()],
                 'first_batch': next(iter(s.w_loader))[1].tolist(),
                 'genes': [list(map(tuple, g)) for g in res.genotypes['sparse'].genes]}},

@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.losses import ablation_losses, zero_one_loss
+from search.losses import ablation_losses, build_loss, zero_one_loss
 from search.reference import build_agents, reference_architecture_gradients
-from search.step import architecture_gradients
 from search.supernet import SuperNet
 
 W01, W_ABL = 7.0, 0.5
@@ -38,7 +37,7 @@ def test_one_backward_equals_per_cell_losses_from_scratch(loss, groups):
     x, y = batch(0)
     rand = [torch.rand(net.alphas[0].shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
             for i in range(net.layers)]
-    res = architecture_gradients(net, x, y, loss=loss, w01=W01, w_abl=W_ABL, random_weights=rand)
+    res = build_loss(loss, w01=W01, w_abl=W_ABL).gradients(net, x, y, rand)
     abl = ablation_losses(res.mc) if loss == 'ablation' else torch.zeros(net.layers, dtype=torch.float64)
     for k, alpha in enumerate(net.alphas):
         cells = list(net.cells_of_group(k))
@@ -77,8 +76,11 @@ def test_fast_updates_equal_per_cell_backward_passes(loss, groups):
                            dtype=torch.float64) for i in range(3)]
         results = {}
         for mode, net in nets.items():
-            grads_of = architecture_gradients if mode == 'fast' else reference_architecture_gradients
-            res = grads_of(net, x, y, loss=loss, w01=W01, w_abl=W_ABL, random_weights=rand)
+            if mode == 'fast':
+                res = build_loss(loss, w01=W01, w_abl=W_ABL).gradients(net, x, y, rand)
+            else:
+                res = reference_architecture_gradients(net, x, y, loss=loss, w01=W01, w_abl=W_ABL,
+                                                       random_weights=rand)
             results[mode] = res
             for agent, g in zip(agents[mode], res.grads):   # each cell's own optimizer, its own gradient
                 agent.alpha.grad = g
@@ -98,7 +100,7 @@ def test_reference_mode_does_not_accumulate_across_cells():
     """Authors' defect (a): cell k received k+1 copies of the CE gradient.  Here every group gets exactly one."""
     net = make_net()
     x, y = batch(0)
-    fast = architecture_gradients(net, x, y, loss='fair', w01=0.0)
+    fast = build_loss('fair', w01=0.0).gradients(net, x, y)
     ref = reference_architecture_gradients(net, x, y, loss='fair', w01=0.0)
     for g1, g2 in zip(fast.grads, ref.grads):
         assert torch.allclose(g1, g2, atol=1e-12)

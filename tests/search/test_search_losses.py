@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search.losses import (ablation_losses, alpha_entropy, frozen_bn_stats, marginal_contributions,
+from search.losses import (ablation_losses, build_loss, frozen_bn_stats, marginal_contributions,
                            marginal_contributions_full, random_mixing_weights, zero_one_loss)
-from search.step import architecture_gradients
+from search.mixing import MIXINGS
 from search.supernet import SuperNet
 
 
@@ -24,8 +24,23 @@ def test_zero_one_and_ablation_values():
     assert float(zero_one_loss(torch.full((3, 4), 40.0))) == pytest.approx(-0.25)
     assert torch.allclose(ablation_losses(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([0.5, 0.0, -0.5]))
     assert torch.equal(ablation_losses(torch.tensor([1.0, -1.0])), torch.zeros(2))   # mean 0
-    assert float(alpha_entropy(torch.zeros(2, 2))) == pytest.approx(0.6931471805599453)
-    assert float(alpha_entropy(torch.full((2, 2), 50.0))) < 1e-15
+    sigmoid, softmax = MIXINGS['sigmoid'], MIXINGS['softmax']
+    assert float(sigmoid.entropy(torch.zeros(2, 2))) == pytest.approx(0.6931471805599453)
+    assert float(sigmoid.entropy(torch.full((2, 2), 50.0))) < 1e-15
+    assert float(softmax.entropy(torch.zeros(2, 4))) == pytest.approx(1.3862943611198906)   # log 4: uniform
+    assert float(softmax.entropy(torch.tensor([[60.0, 0.0, 0.0, 0.0]]))) < 1e-20
+    assert torch.allclose(softmax.weights(torch.randn(3, 5)).sum(1), torch.ones(3))
+
+
+def test_loss_objects_say_what_they_need():
+    fair, abl, grad = (build_loss(name) for name in ('fair', 'ablation', 'ablation-grad'))
+    assert (fair.needs_mc, abl.needs_mc, grad.needs_mc) == (False, True, True)
+    assert (fair.graph_capture, abl.graph_capture, grad.graph_capture) == (True, True, False)
+    assert (fair.w01, fair.w_abl, abl.w_abl) == (7.0, 0.0, 0.5)
+    darts = build_loss('fair', 'softmax')   # softmax weights have no zero-one term
+    assert darts.w01 == 0.0 and darts.meta() == {'loss': 'fair', 'mixing': 'softmax', 'w01': None, 'w_abl': None}
+    with pytest.raises(ValueError, match='unknown loss'):
+        build_loss('nope')
 
 
 @pytest.mark.parametrize('batched', [True, False])
@@ -71,11 +86,13 @@ def test_detached_ablation_loss_adds_no_gradient():
     """Documented consequence of a detached mc: --loss ablation and --loss fair move alphas identically."""
     net = tiny_net()
     x, y = batch()
-    fair = architecture_gradients(net, x, y, loss='fair')
-    abl = architecture_gradients(net, x, y, loss='ablation', generator=torch.Generator().manual_seed(0))
+    fair_loss, abl_loss = build_loss('fair'), build_loss('ablation')
+    fair = fair_loss.gradients(net, x, y)
+    abl = abl_loss.gradients(net, x, y, random_mixing_weights(net, torch.Generator().manual_seed(0)))
     assert abl.mc is not None and abl.abl is not None and fair.mc is None
     for g1, g2 in zip(fair.grads, abl.grads):
         assert torch.equal(g1, g2)
-    losses = abl.cell_losses(net, 7.0, 0.5)   # ... but the loss values differ by w_abl * L_abl_i
-    ref = fair.cell_losses(net, 7.0, 0.5)
+    group_of_cell = torch.tensor(net.group_of_cell)
+    losses = abl_loss.cell_losses(abl, group_of_cell)   # ... but the loss values differ by w_abl * L_abl_i
+    ref = fair_loss.cell_losses(fair, group_of_cell)
     assert [a - b for a, b in zip(losses, ref)] == pytest.approx((0.5 * abl.abl).tolist(), abs=1e-12)

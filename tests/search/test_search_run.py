@@ -77,7 +77,10 @@ def test_run_py_end_to_end(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert 'sparse genotype' in out and 'edge genotype' in out and 'Genotype_nested(' in out
+    # the end names the files, the plots, a per-cell summary and the training command; no raw genotype dump
+    assert 'genotype_sparse.json' in out and 'genotype_edge.json' in out and 'plots/' in out
+    assert 'sparse genotype per cell' in out and 'ddarts-zoo train --genotype' in out
+    assert 'Genotype_nested(' not in out and 'Genotype(' not in out
     run = tmp_path / 'e2e'
     epoch_lines = [line for line in out.splitlines() if line.startswith('epoch ')]
     assert len(epoch_lines) == 1 and len(epoch_lines[0]) < 200           # one compact line per epoch

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddarts_zoo.errors import UserError
 from ddarts_zoo.genotype import Genotype
 from search.checkpoint import load_checkpoint
 from search.config import SearchConfig
@@ -57,7 +58,7 @@ def test_seeded_runs_are_identical_and_write_their_outputs(tmp_path):
     geno = Genotype.load(r1.run_dir / 'genotype_sparse.json')
     assert geno.reductions == (1, 2) and geno.meta['search_reductions'] == [1, 2]
     assert geno.genes == r1.genotypes['sparse'].genes
-    with pytest.raises(FileExistsError, match='--resume'):
+    with pytest.raises(UserError, match='already holds a search; continue it with --resume'):
         Searcher(tiny(tmp_path, 'a'))
 
 
@@ -120,7 +121,7 @@ def test_dartopti_pretraining_distance_and_early_stop(tmp_path):
     cfg = tiny(tmp_path, 'opti', baseline=str(base), ops='darts', pretrain_epochs=2, epochs=20, early_stop=True,
                early_stop_from=4, early_stop_patience=2, max_steps_per_epoch=2, eval=False)
     s = Searcher(cfg, distance_fn=fake_distance)
-    assert s.net.cell_groups == (0, 1, 0) and len(s.steps.agents) == 2
+    assert s.net.cell_groups == (0, 1, 0) and len(s.updates.agents) == 2
     before = [a.detach().clone() for a in s.net.alphas]
     res = s.run()
     assert res.stopped_early and res.epochs_completed == 4     # epochs 1-2 pre-training, stop at epoch 4
@@ -154,14 +155,15 @@ def small_searcher(tmp_path, name, **kw):
 
 def test_amp_bf16_step_on_cpu(tmp_path):
     s, x, y = small_searcher(tmp_path, 'amp', amp=True)
-    with s.steps.autocast():
+    with s.updates.autocast():
         assert s.net(x).dtype == torch.bfloat16
     before = [a.detach().clone() for a in s.net.alphas]
-    res = s.steps.arch_step(x, y, 0, 0)
-    assert res is not None and res.finite and res.mc is not None and torch.isfinite(res.mc).all()
+    res = s.updates.arch_step(x, y, 0, 0)
+    assert res is not None and all(torch.isfinite(g).all() for g in res.grads)
+    assert res.mc is not None and torch.isfinite(res.mc).all()
     assert all(not torch.equal(b, a.detach()) for b, a in zip(before, s.net.alphas))
     assert all(a.dtype == torch.float32 for a in s.net.alphas)
-    w = s.steps.weight_step(x, y, 0, 0)
+    w = s.updates.weight_step(x, y, 0, 0)
     assert w is not None and torch.isfinite(w.loss)
 
 
@@ -170,20 +172,20 @@ def test_non_finite_loss_is_detected(tmp_path):
     x_bad = x.clone()
     x_bad[0, 0, 0, 0] = float('nan')
     with pytest.raises(NonFiniteLossError, match=r'non-finite architecture loss .*epoch 1, step 1'):
-        s.steps.arch_step(x_bad, y, 0, 0)
+        s.updates.arch_step(x_bad, y, 0, 0)
     with pytest.raises(NonFiniteLossError, match='non-finite weight loss'):
-        s.steps.weight_step(x_bad, y, 0, 0)
+        s.updates.weight_step(x_bad, y, 0, 0)
 
     s, x, y = small_searcher(tmp_path, 'nan-skip', nonfinite='skip', max_nonfinite=2)
     before = [a.detach().clone() for a in s.net.alphas]
-    weights = [p.detach().clone() for p in s.steps.w_params]
-    assert s.steps.arch_step(x_bad, y, 0, 0) is None and s.steps.weight_step(x_bad, y, 0, 1) is None
+    weights = [p.detach().clone() for p in s.updates.w_params]
+    assert s.updates.arch_step(x_bad, y, 0, 0) is None and s.updates.weight_step(x_bad, y, 0, 1) is None
     assert all(torch.equal(b, a.detach()) for b, a in zip(before, s.net.alphas))      # skipped: nothing moved
-    assert all(torch.equal(b, p.detach()) for b, p in zip(weights, s.steps.w_params))
-    assert s.steps.nonfinite_skipped == 2
+    assert all(torch.equal(b, p.detach()) for b, p in zip(weights, s.updates.w_params))
+    assert s.updates.nonfinite_skipped == 2
     with pytest.raises(NonFiniteLossError, match='exceed --max-nonfinite 2'):
-        s.steps.arch_step(x_bad, y, 0, 2)
-    assert s.steps.arch_step(x, y, 0, 3) is not None                                           # healthy data steps
+        s.updates.arch_step(x_bad, y, 0, 2)
+    assert s.updates.arch_step(x, y, 0, 3) is not None                                           # healthy data steps
 
 
 def test_missing_cifar_is_a_clear_error(tmp_path):
@@ -201,3 +203,47 @@ def test_config_errors_name_the_option():
         SearchConfig(baseline='resnet1000').check()
     with pytest.raises(ValueError, match='unknown search option'):
         SearchConfig.from_dict({'loss': 'fair', 'lerning_rate': 1})
+
+
+def test_run_directory_resume_auto_and_stale_temporary_files(tmp_path):
+    """``resume='auto'`` starts a missing run, continues a checkpointed one with the same options only, and a
+    resume removes (and never loads) the temporary files of interrupted writes."""
+    quick = dict(epochs=1, max_steps_per_epoch=2, eval=False)
+    with pytest.raises(UserError, match='--resume auto needs --name'):
+        Searcher(tiny(tmp_path, None, **quick), resume='auto')
+    first = Searcher(tiny(tmp_path, 'x', **quick), resume='auto')
+    assert first.ckpt is None and first.run().epochs_completed == 1
+    run = tmp_path / 'x'
+    stale = [run / '.checkpoint.pt.k2j4l5.tmp', run / '.epochs.jsonl.a8b9c0.tmp']
+    for p in stale:
+        p.write_bytes(b'half a file')
+    with pytest.raises(UserError, match='temporary file of an interrupted write, not a checkpoint'):
+        Searcher(resume=stale[0])
+    with pytest.raises(UserError, match=r'holds a search with other options \(--epochs 1 there, 2 here\)'):
+        Searcher(tiny(tmp_path, 'x', **dict(quick, epochs=2)), resume='auto')
+    assert all(p.exists() for p in stale)                       # refusals touch nothing
+    again = Searcher(tiny(tmp_path, 'x', **quick), resume='auto')
+    assert again.ckpt is not None and again.start_epoch == 1
+    assert not any(p.exists() for p in stale)
+    again.run()
+    assert 'removed 2 temporary file(s) of interrupted writes' in (run / 'search.log').read_text()
+    assert load_checkpoint(run)['epoch'] == 1
+
+
+def test_a_new_run_never_writes_into_a_foreign_directory(tmp_path):
+    quick = dict(epochs=1, max_steps_per_epoch=1, eval=False)
+    cfg = tiny(tmp_path, 'y', **quick)
+    run = tmp_path / 'y'
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps(cfg.to_dict()))   # a first try that died before its checkpoint
+    (run / 'search.log').write_text('first try\n')
+    with pytest.raises(UserError, match=r'holds no search checkpoint \(config.json, search.log\); nothing was '
+                                        r'written there'):
+        Searcher(cfg)
+    assert Searcher(tiny(tmp_path, 'y', **quick), resume='auto').run().epochs_completed == 1
+    other = tmp_path / 'z'
+    other.mkdir()
+    (other / 'config.json').write_text(json.dumps(dict(cfg.to_dict(), lr=1.0)))   # another run's first try
+    with pytest.raises(UserError, match='holds no search checkpoint'):
+        Searcher(tiny(tmp_path, 'z', **quick), resume='auto')
+    assert sorted(p.name for p in other.iterdir()) == ['config.json']

@@ -45,12 +45,12 @@ def test_epoch_statistics_equal_per_step_host_reads(tmp_path):
     """The device-side statistics give the epoch means that reading every step's numbers gives."""
     s = Searcher(tiny(tmp_path, 'stats', max_steps_per_epoch=4))
     seen = {'arch': [], 'weight': []}
-    arch_step, weight_step = s.steps.arch_step, s.steps.weight_step
+    arch_step, weight_step = s.updates.arch_step, s.updates.weight_step
 
     def arch(*args):
         res = arch_step(*args)
         if res is not None:   # the old way: host numbers at every step
-            cells = res.ce.item() + s.cfg.w01 * res.l01.double()[[s.net.group_ids.index(g) for g in s.net.cell_groups]]
+            cells = res.ce.item() + s.cfg.w01 * res.l01.double()[list(s.net.group_of_cell)]
             seen['arch'].append((res.ce.item(), int(res.correct), res.count,
                                  (cells + s.cfg.w_abl * res.abl.double()).tolist(), res.l01.tolist(), res.mc.tolist()))
         return res
@@ -60,7 +60,7 @@ def test_epoch_statistics_equal_per_step_host_reads(tmp_path):
         seen['weight'].append((float(res.loss), int(res.correct), res.count))
         return res
 
-    s.steps.arch_step, s.steps.weight_step = arch, weight
+    s.updates.arch_step, s.updates.weight_step = arch, weight
     rec = s.train_epoch(0)
     n = len(seen['arch'])
     assert n == 4 and len(seen['weight']) == 4
@@ -79,9 +79,9 @@ def test_one_host_read_per_update(tmp_path, monkeypatch, loss):
     import traceback
     s = Searcher(tiny(tmp_path, f'reads-{loss}', loss=loss))
     x, y = next(iter(s.a_loader))
-    stats = EpochStats(s.net, s.cfg.w01, s.cfg.w_abl)
-    s.steps.arch_step(x, y, 0, 0)
-    s.steps.weight_step(x, y, 0, 0)
+    stats = EpochStats(s.net, s.updates.loss)
+    s.updates.arch_step(x, y, 0, 0)
+    s.updates.weight_step(x, y, 0, 0)
     reads = []
     for name in ('item', 'tolist', '__bool__', '__float__', '__int__', '__index__', 'numpy', 'cpu'):
         def counted(self, *args, _real=getattr(torch.Tensor, name), _name=name, **kw):
@@ -90,8 +90,8 @@ def test_one_host_read_per_update(tmp_path, monkeypatch, loss):
                 reads.append(f'{_name} at {caller.filename}:{caller.lineno}')
             return _real(self, *args, **kw)
         monkeypatch.setattr(torch.Tensor, name, counted)
-    stats.add_arch(s.steps.arch_step(x, y, 0, 1), 1)
-    stats.add_weight(s.steps.weight_step(x, y, 0, 1), 1)
+    stats.add_arch(s.updates.arch_step(x, y, 0, 1), 1)
+    stats.add_weight(s.updates.weight_step(x, y, 0, 1), 1)
     monkeypatch.undo()
     assert len(reads) == 2, reads
 
@@ -105,12 +105,12 @@ def test_cuda_graph_steps_equal_eager_steps(tmp_path, loss):
         batches = [tuple(t.cuda() for t in b) for b, _ in zip(s.a_loader, range(6))]
         mcs = []
         for k, (x, y) in enumerate(batches):   # 2 warm-up calls, the capture, then replays
-            res = s.steps.arch_step(x, y, 0, k)
+            res = s.updates.arch_step(x, y, 0, k)
             mcs.append(None if res.mc is None else res.mc.clone())
-            s.steps.weight_step(x, y, 0, k)
+            s.updates.weight_step(x, y, 0, k)
         runs[graphs] = (s, mcs)
     (eager, mc_e), (graphed, mc_g) = runs[False], runs[True]
-    assert graphed.steps.graphs and not eager.steps.graphs
+    assert graphed.updates.graphs and not eager.updates.graphs
     for a, b in zip(eager.net.state_dict().values(), graphed.net.state_dict().values()):
         assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
     for a, b in zip(mc_e, mc_g):
@@ -141,17 +141,17 @@ def test_one_host_sync_per_update_on_cuda(tmp_path, graphs):
     import warnings
     s = Searcher(tiny(tmp_path, f'sync-{graphs}', device='cuda', loss='ablation', cuda_graphs=graphs))
     x, y = (t.cuda() for t in next(iter(s.a_loader)))
-    stats = EpochStats(s.net, s.cfg.w01, s.cfg.w_abl)
+    stats = EpochStats(s.net, s.updates.loss)
     for k in range(4):   # lazy state (scalers, optimizer buffers, cuDNN plans) and, with graphs, the capture
-        s.steps.arch_step(x, y, 0, k)
-        s.steps.weight_step(x, y, 0, k)
+        s.updates.arch_step(x, y, 0, k)
+        s.updates.weight_step(x, y, 0, k)
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         torch.cuda.set_sync_debug_mode('warn')
         try:
-            stats.add_arch(s.steps.arch_step(x, y, 0, 4), 4)
-            stats.add_weight(s.steps.weight_step(x, y, 0, 4), 4)
+            stats.add_arch(s.updates.arch_step(x, y, 0, 4), 4)
+            stats.add_weight(s.updates.weight_step(x, y, 0, 4), 4)
         finally:
             torch.cuda.set_sync_debug_mode('default')
     syncs = [str(w.message) for w in caught if 'synchroniz' in str(w.message).lower()]

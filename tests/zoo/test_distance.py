@@ -177,11 +177,13 @@ def test_darts_space_genotypes_embed_in_the_12_columns():
     assert 0 < architecture_distance('dd1', 'do1_resnet18') < 1
 
 
-def test_nodes_beyond_concat_enlarge_the_encoding():
-    # node 6 with concat 2..5: steps grow from 4 to 5 for the whole genotype (documented rule)
-    g = Genotype([[('sep_conv_3x3', 2, 0), ('skip_connect', 6, 2)], [('sep_conv_3x3', 2, 0)]], [],
-                 concat=(2, 3, 4, 5))
-    assert genotype_steps(g) == 5
+def test_nodes_beyond_the_darts_cell_enlarge_the_encoding():
+    # node 6 without concat: the default concat reaches node 6, so steps grow from 4 to 5 for the whole genotype
+    genes = [[('sep_conv_3x3', 2, 0), ('skip_connect', 6, 2)], [('sep_conv_3x3', 2, 0)]]
+    g = Genotype(genes, [])
+    assert g.concat == (2, 3, 4, 5, 6) and genotype_steps(g) == 5
+    with pytest.raises(GenotypeError, match='node 6 is not a node of the cell'):  # beyond an explicit concat
+        Genotype(genes, [], concat=(2, 3, 4, 5))
     cells = encode_genotype(g)
     assert [m.shape for m in cells] == [(20, 12), (20, 12)]
     assert cells[0][edge_index(6, 2), OPS12.index('skip_connect')] == 10.0
@@ -256,7 +258,7 @@ def genes(draw, steps: int, ops):
     # an edge from a cell input keeps at least one node live, so the gene is always valid
     first = (draw(st.sampled_from(ops)), draw(st.integers(2, steps + 1)), draw(st.integers(0, 1)))
     extra = draw(st.lists(st.tuples(st.sampled_from(ops), st.sampled_from(pairs)), max_size=7))
-    return [first] + [(op, to, src) for op, (to, src) in extra]
+    return list(dict.fromkeys([first] + [(op, to, src) for op, (to, src) in extra]))  # no duplicate edge
 
 
 @st.composite

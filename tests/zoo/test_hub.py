@@ -19,7 +19,7 @@ from ddarts_zoo.pretrained import (CorruptWeightsError, PretrainedWeightsError, 
                                    WeightsUnavailableError)
 from ddarts_zoo.weights import PRETRAINED_TAGS, PUBLISHED, TAG_MODEL_ARGS, local_weights_dir, published_tags
 
-from conftest_hub import CORRUPT_REPO, free_port, hub, hub_env  # noqa: F401  (fixtures)
+from local_hub import CORRUPT_REPO, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DD1 = 'ddarts_dd1_cifar.digits'
@@ -278,7 +278,7 @@ def test_export_round_trip_and_atomic_replace(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
 
 
-def test_export_cli_from_a_training_checkpoint(tmp_path):
+def test_export_cli_from_a_training_checkpoint(tmp_path, capsys):
     from ddarts_zoo.cli import main
     net = timm.create_model('ddarts_dd5_cifar', init_channels=4, in_chans=1, num_classes=10, auxiliary=True)
     ckpt = tmp_path / 'run' / 'checkpoint.pth'
@@ -293,8 +293,11 @@ def test_export_cli_from_a_training_checkpoint(tmp_path):
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
     sd = net.state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in loaded.state_dict().items())
-    with pytest.raises(SystemExit, match=r'stem.0.weight: checkpoint \(12, 1, 3, 3\) vs model \(18, 1, 3, 3\)'):
-        main(['export', str(ckpt), '--out', str(out), '--model-args', '{"init_channels": 6, "in_chans": 1}'])
+    capsys.readouterr()
+    assert main(['export', str(ckpt), '--out', str(out), '--model-args', '{"init_channels": 6, "in_chans": 1}']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('error: ') and 'Pass the --model / --model-args' in err
+    assert 'stem.0.weight: checkpoint (12, 1, 3, 3) vs model (18, 1, 3, 3)' in err
     assert json.loads((out / 'config.json').read_text())['model_args']['init_channels'] == 4  # untouched
 
 

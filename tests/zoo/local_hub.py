@@ -1,7 +1,6 @@
 """A local Hugging Face Hub for the tests: olah serving git repositories fully offline on 127.0.0.1.
 
-Test modules in tests/zoo/ import its fixtures (``from conftest_hub import hub, hub_env``): pytest's default
-import mode puts a test module's folder on ``sys.path``.  Tests using them are marked ``hub``.
+The fixtures ``hub`` and ``hub_env`` (``tests/zoo/conftest.py``) use it; tests using them are marked ``hub``.
 
 * ``hub`` (session): the published export folders of :mod:`ddarts_zoo.weights` are committed as git
   repositories (branch ``main``) under ``<tmp>/mirrors/models/ddarts-zoo/<model>.<tag>``, plus a repo whose
@@ -24,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 import pytest
@@ -102,8 +102,9 @@ def _stop(proc: 'subprocess.Popen[bytes]') -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope='session')
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+@contextmanager
+def serve_published_weights(root: Path) -> Iterator[LocalHub]:
+    """Serve the published weight folders (and one truncated repo) from ``root`` until the block ends."""
     from ddarts_zoo.weights import PRETRAINED_TAGS, local_weights_dir
 
     olah = shutil.which('olah-cli') or str(Path(sys.executable).with_name('olah-cli'))
@@ -113,7 +114,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
         pytest.skip('git is needed to build the local Hub repositories')
     if not PRETRAINED_TAGS:
         pytest.skip('no published weights in ddarts_zoo/weights/')
-    root = tmp_path_factory.mktemp('hub')
     mirrors = root / 'mirrors'
     repos = []
     for name_tag, overlay in PRETRAINED_TAGS.items():
@@ -147,24 +147,3 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
         yield server
     finally:
         _stop(proc)
-
-
-@pytest.fixture
-def hub_env(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalHub:
-    """Point this process's huggingface_hub at the local server, with an empty cache."""
-    from huggingface_hub import constants
-    home = tmp_path / 'hf_home'
-    for key, value in hub.subprocess_env(home).items():
-        if key.startswith('HF_'):
-            monkeypatch.setenv(key, value)
-    for key in ('HF_HUB_OFFLINE', 'HF_HUB_CACHE', 'HF_TOKEN'):
-        monkeypatch.delenv(key, raising=False)
-    # huggingface_hub reads these once, at import: patch the module constants it uses at call time
-    monkeypatch.setattr(constants, 'ENDPOINT', hub.endpoint)
-    monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE',
-                        hub.endpoint + '/{repo_id}/resolve/{revision}/{filename}')
-    monkeypatch.setattr(constants, 'HF_HOME', str(home))
-    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(home / 'hub'))
-    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
-    monkeypatch.setattr(constants, 'HF_HUB_ETAG_TIMEOUT', 5)
-    return hub
