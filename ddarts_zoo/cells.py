@@ -69,7 +69,8 @@ class Cell(nn.Module):
         self.multiplier = len(node_ids)
         self.out_chs = self.multiplier * c
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
+                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         states: List[torch.Tensor] = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in self.nodes:
             states.append(node(states))
@@ -92,7 +93,8 @@ class PrunedCell(nn.Module):
         self.nodes = nn.ModuleList()
         self.node_ids: List[int] = []
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
+                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         return s1
 
     def set_drop_path(self, rate: float) -> None:
@@ -186,9 +188,10 @@ class CellStack(nn.ModuleList):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Optional[List[torch.Tensor]] = None,
                 start: int = 0, end: Optional[int] = None, taps: Optional[List[int]] = None,
-                with_aux: bool = False, checkpointing: bool = False) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
-        """Run cells ``start .. end - 1`` (to the last when ``end`` is None) on inputs ``(s0, s1)``; return the
-        last output and the outputs of the cells in ``taps``.  ``weights[i]`` goes to cell ``i``; aux-only
+                with_aux: bool = False,
+                checkpointing: bool = False) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
+        """Run cells ``start .. end - 1`` (to the last when ``end`` is None) on inputs ``(s0, s1)``; return
+        the last output and the outputs of the cells in ``taps``.  ``weights[i]`` goes to cell ``i``; aux-only
         cells run if ``with_aux``; ``checkpointing`` recomputes each cell in the backward pass (not under
         TorchScript)."""
         tapped: Dict[int, torch.Tensor] = {}
@@ -214,11 +217,13 @@ class CellStack(nn.ModuleList):
         return CellStack(list(self)[:n], self.reads[:n], self.aux_only[:n])
 
     @torch.jit.unused
-    def pruned_for(self, last: int, targets: List[int], aux_target: int = -1, prune: bool = True) -> 'CellStack':
+    def pruned_for(self, last: int, targets: List[int], aux_target: int = -1,
+                   prune: bool = True) -> 'CellStack':
         """Cells ``0 .. last`` as :func:`plan_cells` keeps them for ``targets`` (and ``aux_target``)."""
         plan = plan_cells(self.reads[:last + 1], targets, aux_target, prune)
+        kept = list(self)[:last + 1]
         cells = [cell if plan.built[i] or isinstance(cell, PrunedCell)
-                 else PrunedCell(cell.out_chs, cell.reduction) for i, cell in enumerate(list(self)[:last + 1])]
+                 else PrunedCell(cell.out_chs, cell.reduction) for i, cell in enumerate(kept)]
         return CellStack(cells, self.reads[:last + 1], plan.aux_only)
 
     @torch.jit.unused

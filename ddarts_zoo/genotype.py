@@ -7,7 +7,9 @@ intermediate nodes.  Several operations may share one ``(to, src)`` pair.
 * :func:`parse_official` reads the authors' text files (``Genotype_nested(...)`` / ``Genotype_opt(...)``)
   with an AST walk, never ``eval``.
 * :meth:`Genotype.to_json` / :meth:`Genotype.from_json` are the project's own format (versioned).
-* :meth:`Genotype.expand` is the paper's Algorithm 1.
+* :meth:`Genotype.expand` is the paper's Algorithm 1 (any number of cells).
+* Every field is validated (:mod:`ddarts_zoo.genotype_checks`): a :class:`GenotypeError` names the cell, the
+  edge and the field at fault.
 * :meth:`Genotype.live_gene` drops dead nodes (no live input) with a warning.
 * :func:`num_edges` / :func:`edge_index` / :func:`edge_pairs` (the row layout of a cell's alpha matrix) and
   :func:`live_nodes` come from :mod:`ddarts_zoo.edges` and are part of this module's API.
@@ -26,13 +28,13 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from .edges import Edge, Gene, edge_index, edge_pairs, live_nodes, num_edges
 from .errors import describe_file
 from .genotype_checks import (EMPTY_CELL_POLICIES, FORMAT_NAME, FORMAT_VERSION, MAX_NODE_INDEX, REPAIR_GENE,
-                              GenotypeError, check_genotype, coerce_genes, default_concat, int_list, is_int,
+                              GenotypeError, GenotypeWarning, check_genotype, coerce_genes, default_concat, int_list, is_int,
                               located, read_document)
 from .ops import op_space_of
 from .utils.io import atomic_write
 
 __all__ = [
-    'Edge', 'Gene', 'Genotype', 'GenotypeError', 'DeadNodeWarning', 'parse_official', 'live_nodes',
+    'Edge', 'Gene', 'Genotype', 'GenotypeError', 'GenotypeWarning', 'DeadNodeWarning', 'parse_official', 'live_nodes',
     'num_edges', 'edge_index', 'edge_pairs', 'reduction_positions', 'FORMAT_NAME', 'FORMAT_VERSION',
     'MAX_NODE_INDEX', 'EMPTY_CELL_POLICIES',
 ]
@@ -46,8 +48,8 @@ class DeadNodeWarning(UserWarning):
 
 
 def reduction_positions(layers: int) -> Tuple[int, ...]:
-    """Reduction cells of a ``layers``-cell network: ``layers // 3`` and ``2 * layers // 3`` (DARTS's placement,
-    deduplicated: cell 0 alone for one cell, cells 0 and 1 for two).  The search supernet places them so."""
+    """Reduction cells of a ``layers``-cell network: ``layers // 3`` and ``2 * layers // 3`` (DARTS's
+    placement, deduplicated: cell 0 alone for one cell, cells 0 and 1 for two), as the search places them."""
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
@@ -122,7 +124,8 @@ class Genotype:
         if len(live) == 2:  # every node dead: only reachable with empty_cell='skip_connect'
             if warn:
                 warnings.warn(f'{label}: cell {cell}: every node ({dead}) has no live input; the cell is '
-                              f"replaced by a skip_connect from the previous cell (empty_cell='skip_connect')",
+                              f'replaced by a skip_connect from the previous cell '
+                              f"(empty_cell='skip_connect')",
                               DeadNodeWarning, stacklevel=2)
             return REPAIR_GENE
         if dead and warn:
@@ -211,7 +214,8 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> 'Genotype':
-        """The inverse of :meth:`to_dict`; every field is checked (:func:`~ddarts_zoo.genotype_checks.read_document`)."""
+        """The inverse of :meth:`to_dict`; every field is checked (see
+        :func:`~ddarts_zoo.genotype_checks.read_document`)."""
         return cls(**read_document(data))
 
     def to_json(self) -> str:
@@ -241,8 +245,8 @@ class Genotype:
         except OSError as err:
             raise GenotypeError(f'cannot read genotype file {describe_file(path)}: {err.strerror}') from None
         except UnicodeDecodeError:
-            raise GenotypeError(f'{describe_file(path)} is not a genotype file (expected JSON or the authors\' '
-                                f'Genotype_nested(...) text, found binary data)') from None
+            raise GenotypeError(f'{describe_file(path)} is not a genotype file (expected JSON or the '
+                                f"authors' Genotype_nested(...) text, found binary data)") from None
         stripped = text.lstrip()
         try:
             if stripped.startswith('{'):
@@ -256,11 +260,13 @@ class Genotype:
         return geno
 
     def renamed(self, name: Optional[str], **meta: Any) -> 'Genotype':
-        return Genotype(self.genes, self.reductions, self.concat, name, dict(self.meta, **meta), self.empty_cell)
+        return Genotype(self.genes, self.reductions, self.concat, name, dict(self.meta, **meta),
+                        self.empty_cell)
 
     def to_official(self) -> str:
         """The authors' ``Genotype_nested(...)`` text form (for their tools)."""
-        genes = ', '.join('[' + ', '.join(f'({e.op!r}, {e.to}, {e.src})' for e in g) + ']' for g in self.genes)
+        genes = ', '.join('[' + ', '.join(f'({e.op!r}, {e.to}, {e.src})' for e in g) + ']'
+                          for g in self.genes)
         lo, hi = (min(self.concat), max(self.concat) + 1) if self.concat else (2, 2)
         return (f'Genotype_nested(genes=[{genes}], reductions={list(self.reductions)}, '
                 f'concat=range({lo}, {hi}))')
@@ -277,9 +283,11 @@ _OFFICIAL_FIELDS = ('genes', 'seq', 'reductions', 'concat')
 
 def _literal(node: ast.AST, where: str) -> Any:
     """Evaluate the few literal forms the authors' files use: lists, tuples, ints, strings, range(a, b)."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, str)) and not isinstance(node.value, bool):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, str)) \
+            and not isinstance(node.value, bool):
         return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) \
+            and isinstance(node.operand, ast.Constant):
         value = node.operand.value
         if is_int(value):
             return -value
@@ -308,17 +316,19 @@ def parse_official(text: str, name: Optional[str] = None, empty_cell: str = 'err
     except ValueError:  # null bytes (SyntaxError on newer Pythons)
         raise GenotypeError('not a genotype expression: the text holds null bytes') from None
     except SyntaxError as err:
-        raise GenotypeError(f'not a genotype expression: {err.msg} at line {err.lineno}, column {err.offset}') \
-            from None
+        raise GenotypeError(f'not a genotype expression: {err.msg} at line {err.lineno}, '
+                            f'column {err.offset}') from None
     call = tree.body
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in _OFFICIAL_CALLS):
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+            and call.func.id in _OFFICIAL_CALLS):
         raise GenotypeError(f'expected one of {sorted(_OFFICIAL_CALLS)}(...) at the top level')
     if call.args:
         raise GenotypeError(f'{call.func.id}: positional arguments are not supported, use keywords')
     fields = {kw.arg: _literal(kw.value, f'{call.func.id}.{kw.arg}') for kw in call.keywords}
     unknown = sorted(str(k) for k in fields if k not in _OFFICIAL_FIELDS)
     if unknown:
-        raise GenotypeError(f'{call.func.id}: unknown field "{unknown[0]}" (known: {", ".join(_OFFICIAL_FIELDS)})')
+        raise GenotypeError(f'{call.func.id}: unknown field "{unknown[0]}" '
+                            f'(known: {", ".join(_OFFICIAL_FIELDS)})')
     if 'genes' not in fields:
         raise GenotypeError(f'{call.func.id}: missing field "genes"')
     genes = fields['genes']

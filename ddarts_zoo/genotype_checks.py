@@ -7,21 +7,24 @@ its last ``multiplier`` nodes, so its end fixes the node count).  The rules, che
   (a list of three or an object ``{"op", "to", "src"}``); ``op`` a registered operation; ``to`` and ``src``
   integers with ``0 <= src < to``, ``2 <= to <= max(concat)``; at least one node reachable from the cell
   inputs, unless ``empty_cell='skip_connect'`` repairs the cell.
-* ``reductions``: distinct cell indices; ``concat``: consecutive node indices from 2 on, at least one of them
-  a node of some cell (cells that are only the empty-cell repair, a ``skip_connect`` from input 1, aside).
+* ``reductions``: distinct cell indices; ``concat``: consecutive node indices from 2 on.  A ``concat`` that
+  names no node of any cell (e.g. ``[5, 6]`` for cells with nodes 2..3) only warns
+  (:class:`GenotypeWarning`): the search writes exactly that when it runs with ``multiplier < steps`` and
+  no output node survives parsing (cells that are only the empty-cell repair are not counted).
 * Documents (:func:`read_document`) also: ``format`` and ``version`` present and known, no unknown field,
   ``num_cells`` equal to the cells listed, ``op_space`` a known space holding every op, ``seq`` indices
   into ``genes``, ``name`` a string, ``meta`` an object.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .edges import Edge, Gene, live_nodes
 from .errors import UserError
 from .ops import OPS, OP_SPACES
 
-__all__ = ['GenotypeError', 'FORMAT_NAME', 'FORMAT_VERSION', 'MAX_NODE_INDEX', 'EMPTY_CELL_POLICIES',
+__all__ = ['GenotypeError', 'GenotypeWarning', 'FORMAT_NAME', 'FORMAT_VERSION', 'MAX_NODE_INDEX', 'EMPTY_CELL_POLICIES',
            'REPAIR_GENE', 'is_int', 'located', 'coerce_genes', 'default_concat', 'check_genotype',
            'read_document']
 
@@ -42,6 +45,10 @@ CellLabel = Callable[[int], str]
 
 class GenotypeError(UserError):
     """A genotype is malformed; the message names the cell, the edge and the field at fault."""
+
+
+class GenotypeWarning(UserWarning):
+    """A genotype is consistent but probably not what was meant (the message names the field)."""
 
 
 def is_int(value: Any) -> bool:
@@ -70,7 +77,8 @@ def _coerce_edge(raw: Any, cell: str, ei: int) -> Edge:
     if isinstance(raw, Mapping):
         extra = sorted(set(map(str, raw)) - set(EDGE_KEYS) - {'from'})
         if extra:
-            raise located(extra[0], f'unknown edge field (an edge has {list(EDGE_KEYS)})', cell, ei, dict(raw))
+            raise located(extra[0], f'unknown edge field (an edge has {list(EDGE_KEYS)})', cell, ei,
+                          dict(raw))
         raw = (raw.get('op'), raw.get('to'), raw.get('src', raw.get('from')))
     if not isinstance(raw, (tuple, list)) or len(raw) != 3:
         raise located('genes', f'an edge must be (op, to, src), got {raw!r}', cell, ei)
@@ -123,8 +131,8 @@ def _check_edge(e: Edge, top: int, cell: str, ei: int) -> None:
     if e.src >= e.to:
         raise located('src', f'source {e.src} >= target {e.to} (edges must go forward)', cell, ei, e)
     if e.to > top:
-        raise located('to', f'node {e.to} is not a node of the cell: its nodes are 2..{top} (the end of field '
-                            f'"concat")', cell, ei, e)
+        raise located('to', f'node {e.to} is not a node of the cell: its nodes are 2..{top} (the end of '
+                            f'field "concat")', cell, ei, e)
 
 
 def _check_gene(gene: Gene, top: int, cell: str, empty_cell: str) -> None:
@@ -134,12 +142,13 @@ def _check_gene(gene: Gene, top: int, cell: str, empty_cell: str) -> None:
     for ei, e in enumerate(gene):
         _check_edge(e, top, cell, ei)
         if e in first:
-            raise located('genes', f'duplicate of edge {first[e]} (each (op, to, src) appears once)', cell, ei, e)
+            raise located('genes', f'duplicate of edge {first[e]} (each (op, to, src) appears once)',
+                          cell, ei, e)
         first[e] = ei
     if not live_nodes(gene) and empty_cell == 'error':
         raise located('genes', "no intermediate node has a live input (every node is dead); pass "
-                               "empty_cell='skip_connect' to replace such a cell by a skip connection explicitly",
-                      cell)
+                               "empty_cell='skip_connect' to replace such a cell by a skip connection "
+                               "explicitly", cell)
 
 
 def _check_concat_form(concat: Tuple[int, ...]) -> None:
@@ -147,14 +156,16 @@ def _check_concat_form(concat: Tuple[int, ...]) -> None:
         raise located('concat', 'must name at least one node')
     lo = concat[0]
     if lo < 2 or concat[-1] > MAX_NODE_INDEX or list(concat) != list(range(lo, lo + len(concat))):
-        raise located('concat', f'must be consecutive node indices in 2..{MAX_NODE_INDEX}, got {list(concat)}')
+        raise located('concat', f'must be consecutive node indices in 2..{MAX_NODE_INDEX}, '
+                                f'got {list(concat)}')
 
 
 def _check_concat_names_nodes(concat: Tuple[int, ...], genes: Sequence[Gene]) -> None:
     nodes = {e.to for gene in genes if gene != REPAIR_GENE for e in gene}
     if nodes and not nodes & set(concat):
-        raise located('concat', f'{list(concat)} names no node of any cell (the cells have nodes '
-                                f'{sorted(nodes)})')
+        warnings.warn(f'field "concat": {list(concat)} names no node of any cell (the cells have nodes '
+                      f'{sorted(nodes)}); networks concatenate the live nodes of each cell', GenotypeWarning,
+                      stacklevel=4)
 
 
 def _check_reductions(reductions: Tuple[int, ...], n: int) -> None:

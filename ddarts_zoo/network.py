@@ -75,7 +75,7 @@ def level_source(module: str) -> int:
 
 class CellNetwork:
     """Mixin of the modules made of a :func:`build_stem` stem and a :class:`CellStack` ``cells`` (the derived
-    network, the detection backbone, the search supernet): the one stem dispatch and the one run of the cells."""
+    network, the detection backbone, the search supernet): the one stem dispatch and run of the cells."""
 
     def stem_states(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The first cell's inputs ``(s0, s1)``: the CIFAR stem's output twice, or ``stem0`` and ``stem1``."""
@@ -85,7 +85,8 @@ class CellNetwork:
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
 
-    def run_cells(self, x: torch.Tensor, sources: List[int], end: Optional[int] = None, with_aux: bool = False,
+    def run_cells(self, x: torch.Tensor, sources: List[int], end: Optional[int] = None,
+                  with_aux: bool = False,
                   checkpointing: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Run the stem and cells ``0 .. end - 1`` (all when ``None``); return the last output and those of
         ``sources`` (see :func:`level_source`), in that order."""
@@ -105,7 +106,8 @@ def _build_cells(geno: Genotype, stem: Stem, stem_type: str, c: int, drop_path_r
     reads = [sorted({e.src for e in geno.live_gene(i, warn=False)} & {0, 1}) for i in range(n)]
     plan = plan_cells(reads, [n - 1], aux_target, prune)
     c_pp, c_p, reduction_prev, stride = stem.c_pp, stem.c_p, stem.reduction_prev, STEM_STRIDES[stem_type]
-    levels = {s: (name, c_pp if name == 'stem0' else c_p, level_source(name)) for name, s in stem.strides.items()}
+    levels = {s: (name, c_pp if name == 'stem0' else c_p, level_source(name))
+              for name, s in stem.strides.items()}
     cells: List[nn.Module] = []
     aux_chs = 0
     for i in range(n):
@@ -113,8 +115,10 @@ def _build_cells(geno: Genotype, stem: Stem, stem_type: str, c: int, drop_path_r
         if reduction:
             c *= 2
             stride *= 2
-        cell = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate, prune) if plan.built[i] \
-            else PrunedCell(geno.multiplier(i) * c, reduction)
+        if plan.built[i]:
+            cell: nn.Module = Cell(geno, i, c_pp, c_p, c, reduction, reduction_prev, drop_path_rate, prune)
+        else:
+            cell = PrunedCell(geno.multiplier(i) * c, reduction)
         cells.append(cell)
         reduction_prev = reduction
         c_pp, c_p = c_p, cell.out_chs
@@ -133,7 +137,8 @@ class DDartsNet(CellNetwork, nn.Module):
         num_classes: classifier outputs (0 removes the classifier).
         in_chans: input image channels.
         init_channels: width ``C`` of the first cells.
-        layers: number of cells; larger than the genotype's cell count applies Algorithm 1.
+        layers: number of cells; another count than the genotype's applies Algorithm 1
+            (:meth:`~ddarts_zoo.genotype.Genotype.expand`).
         stem_type: one of :data:`STEM_TYPES` (see :func:`build_stem`).
         auxiliary: build the auxiliary head (used by :meth:`forward_train` in training mode only).
         drop_rate: dropout before the classifier.
@@ -286,7 +291,8 @@ class DDartsNet(CellNetwork, nn.Module):
         n = len(self.feature_info)
         if indices is not None and not (0 < indices <= n if isinstance(indices, int) else
                                         len(indices) and all(-n <= i < n for i in indices)):
-            levels = ', '.join(f'{i}: {f["module"]}' for i, f in enumerate(self.feature_info))
+            levels = ', '.join(f'{i}: {f["module"]} (stride {f["reduction"]})'
+                               for i, f in enumerate(self.feature_info))
             raise UserError(f'feature indices {indices!r} select no valid level: give None (all), a count '
                             f'1..{n} or a non-empty list of indices of the {n} levels ({levels})')
         take, max_index = feature_take_indices(n, indices)

@@ -1,8 +1,8 @@
 """Final-network training (``ddarts-zoo train``): a derived network trained from scratch, with resume.
 
-:class:`~ddarts_zoo.train_config.TrainConfig` holds the recipe; :func:`train` runs it.  One process, or one per
-GPU / CPU process under ``torchrun`` (DDP).  Rank 0 alone writes ``checkpoint.pth`` (atomically, after every
-epoch, through :mod:`ddarts_zoo.utils.checkpoint`), ``log.csv``, ``tb/``, ``args.json`` and, at the end,
+:class:`~ddarts_zoo.train_config.TrainConfig` holds the recipe; :func:`train` runs it.  One process, or one
+per GPU / CPU process under ``torchrun`` (DDP).  Rank 0 alone writes ``checkpoint.pth`` (atomically, after
+every epoch, through :mod:`ddarts_zoo.utils.checkpoint`), ``log.csv``, ``tb/``, ``args.json`` and, at the end,
 ``metrics.json``.  The checkpoint carries every rank's RNG state, so a resumed run (``--resume``, or a worker
 restarted by ``torchrun --max-restarts`` with ``--resume auto``) continues exactly as if never interrupted.
 """
@@ -26,11 +26,12 @@ from .utils.io import atomic_write
 from .utils.logs import EpochLog
 from .utils.seed import seed_everything
 
-__all__ = ['CHECKPOINT_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'TrainConfig', 'TrainingDivergedError',
-           'TrainRun', 'train', 'load_train_checkpoint']
+__all__ = ['CHECKPOINT_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'TrainConfig',
+           'TrainingDivergedError', 'TrainRun', 'train', 'load_train_checkpoint']
 
 CHECKPOINT_FORMAT = 'ddarts-zoo/train-checkpoint'
 CHECKPOINT_VERSION = 2   # 2: 'rng' lists every rank's state; 1 (no 'version' field): one process's state
+CHECKPOINT_KEYS = ('epoch', 'model_name', 'model_args', 'model', 'optimizer', 'scaler', 'rng')
 CSV_FIELDS = ('epoch', 'lr', 'drop_path', 'train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5',
               'epoch_time_s')
 WRITTEN_FILES = (CHECKPOINT_NAME, 'log.csv', 'args.json', 'metrics.json')
@@ -39,8 +40,11 @@ WRITTEN_FILES = (CHECKPOINT_NAME, 'log.csv', 'args.json', 'metrics.json')
 # ---------------------------------------------------------------------------------------------- checkpoint
 def load_train_checkpoint(path: Path) -> Dict[str, Any]:
     """A checkpoint written by ``ddarts-zoo train`` (tensors only; version 1 and 2), ``rng`` as a list."""
-    ckpt = load_checkpoint(path, kind=CHECKPOINT_FORMAT, versions=(1, CHECKPOINT_VERSION),
-                           what='a checkpoint written by ddarts-zoo train')
+    what = 'a checkpoint written by ddarts-zoo train'
+    ckpt = load_checkpoint(path, kind=CHECKPOINT_FORMAT, versions=(1, CHECKPOINT_VERSION), what=what)
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise UnreadableFileError(f'{describe_file(path)}: no {", ".join(missing)} in it; expected {what}')
     if isinstance(ckpt['rng'], dict):   # version 1: the single process's state
         ckpt['rng'] = [ckpt['rng']]
     return ckpt
@@ -50,8 +54,8 @@ def _resume_path(cfg: TrainConfig) -> Optional[Path]:
     """The checkpoint to continue, None to start; refuses to start over an existing run's checkpoint."""
     if cfg.resume is None:
         if cfg.checkpoint_path.exists():
-            raise TrainConfigError(f'--out {cfg.out} already holds a run ({cfg.checkpoint_path}); continue it with '
-                                   f'--resume auto, or choose another --out')
+            raise TrainConfigError(f'--out {cfg.out} already holds a run ({cfg.checkpoint_path}); continue '
+                                   f'it with --resume auto, or choose another --out')
         return None
     if cfg.resume == RESUME_AUTO:
         return cfg.checkpoint_path if cfg.checkpoint_path.exists() else None
@@ -72,7 +76,8 @@ def _restore(run: TrainRun, path: Path) -> None:
         run.optimizer.load_state_dict(ckpt['optimizer'])
         run.scaler.load_state_dict(ckpt['scaler'])
     except (KeyError, RuntimeError, ValueError) as err:
-        raise UnreadableFileError(f'{describe_file(path)}: its state does not fit {run.name} ({err})') from None
+        raise UnreadableFileError(f'{describe_file(path)}: its state does not fit {run.name} ({err})'
+                                  ) from None
     run.start_epoch, run.train_time = int(ckpt['epoch']), float(ckpt.get('train_time_s', 0.0))
     states, ctx = ckpt['rng'], run.ctx
     if len(states) == ctx.world_size:
@@ -105,8 +110,6 @@ def train(cfg: TrainConfig) -> int:
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if (cfg.device or '').startswith('cuda') and not torch.cuda.is_available():
-        raise TrainConfigError(f'--device {cfg.device}: CUDA is not available on this machine')
     resume = _resume_path(cfg)
     ctx = init_distributed(cfg.device, timeout_s=cfg.dist_timeout)
     cfg = cfg.for_device(ctx.device)
@@ -127,9 +130,10 @@ def train(cfg: TrainConfig) -> int:
 def _announce(run: TrainRun) -> None:
     cfg = run.cfg
     atomic_write(run.out / 'args.json', json.dumps(
-        dict(cfg.to_dict(), model_name=run.name, resolved_model_args=run.model_args, world_size=run.ctx.world_size),
-        indent=2, default=str) + '\n')
-    print(f'{run.name} {json.dumps(run.model_args)[:200]}: {run.params / 1e6:.3f}M params (without aux head), '
+        dict(cfg.to_dict(), model_name=run.name, resolved_model_args=run.model_args,
+             world_size=run.ctx.world_size), indent=2, default=str) + '\n')
+    print(f'{run.name} {json.dumps(run.model_args)[:200]}: {run.params / 1e6:.3f}M params '
+          f'(without aux head), '
           f'{cfg.dataset}: {run.train_images} train / {run.test_images} held-out images, '
           f'{run.ctx.world_size} process(es) on {run.ctx.device}')
 
@@ -166,11 +170,14 @@ def _epoch(run: TrainRun, epoch: int, logs: EpochLog) -> None:
     run.net.set_drop_path(drop_path)
     run.train_loader.sampler.set_epoch(epoch)
     desc = f'epoch {epoch + 1}/{cfg.epochs}'
-    train_loss, train_top1 = train_one_epoch(run.model, run.train_loader, run.optimizer, run.scaler, cfg, ctx, desc)
-    row: Dict[str, Any] = dict(epoch=epoch, lr=lr, drop_path=drop_path, train_loss=train_loss, train_top1=train_top1)
+    train_loss, train_top1 = train_one_epoch(run.model, run.train_loader, run.optimizer, run.scaler, cfg, ctx,
+                                             desc)
+    row: Dict[str, Any] = dict(epoch=epoch, lr=lr, drop_path=drop_path, train_loss=train_loss,
+                               train_top1=train_top1)
     if epoch + 1 == cfg.epochs or (cfg.eval_interval > 0 and (epoch + 1) % cfg.eval_interval == 0):
         run.metrics = evaluate(run.net, run.test_loader, ctx, cfg.amp, cfg.channels_last)
-        row.update(test_loss=run.metrics['loss'], test_top1=run.metrics['top1'], test_top5=run.metrics['top5'])
+        m = run.metrics
+        row.update(test_loss=m['loss'], test_top1=m['top1'], test_top5=m['top5'])
     elapsed = time.perf_counter() - tic
     run.train_time += elapsed
     row['epoch_time_s'] = elapsed

@@ -18,11 +18,14 @@ from .errors import UserError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ['TrainConfig', 'TrainConfigError', 'DATASET_DEFAULTS', 'RESUME_AUTO', 'RESUME_LAST', 'CHECKPOINT_NAME']
+    from .data import DatasetInfo
+
+__all__ = ['TrainConfig', 'TrainConfigError', 'DATASET_DEFAULTS', 'RESUME_AUTO', 'RESUME_LAST',
+           'CHECKPOINT_NAME']
 
 CHECKPOINT_NAME = 'checkpoint.pth'
 RESUME_AUTO = 'auto'
-"""``--resume auto``: continue ``OUT/checkpoint.pth`` when it exists, else start (a restarted torchrun worker)."""
+"""``--resume auto``: continue ``OUT/checkpoint.pth`` when it exists, else start."""
 RESUME_LAST = 'last'
 """``--resume`` / ``--resume last``: continue ``OUT/checkpoint.pth``, which must exist."""
 
@@ -31,8 +34,10 @@ DATASET_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'cifar10': dict(batch_size=128, epochs=600, cutout=16, autoaugment=True, label_smoothing=0.0, workers=4),
     'cifar100': dict(batch_size=128, epochs=600, cutout=16, autoaugment=True, label_smoothing=0.0, workers=4),
     'imagenet': dict(batch_size=96, epochs=250, cutout=0, autoaugment=True, label_smoothing=0.1, workers=8),
+    'folder': dict(batch_size=64, epochs=100, cutout=0, autoaugment=False, label_smoothing=0.0, workers=2),
 }
-"""Dataset-dependent defaults of the recipe (digits: 8x8 grey digits, so no AutoAugment; ImageNet: no cutout)."""
+"""Dataset-dependent defaults of the recipe (digits: 8x8 grey digits, so no AutoAugment; ImageNet: no cutout;
+an image folder: unknown images, so neither cutout nor AutoAugment unless asked for)."""
 
 
 class TrainConfigError(UserError):
@@ -60,6 +65,7 @@ class TrainConfig:
     cutout: Optional[int] = None
     autoaugment: Optional[bool] = None
     train_subset: Optional[float] = None   # >= 1: that many training images; in (0, 1): that fraction
+    image_size: Optional[int] = None       # digits / folder only (default: the dataset's)
     # recipe
     epochs: Optional[int] = None
     batch_size: Optional[int] = None       # global: each of N processes takes batch_size / N
@@ -87,7 +93,7 @@ class TrainConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> 'TrainConfig':
-        """The configuration of a parsed command line (other attributes, e.g. the sub-command, are ignored)."""
+        """The configuration of a parsed command line (other attributes are ignored)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in known})
 
@@ -112,7 +118,7 @@ class TrainConfig:
         return replace(self, **filled)
 
     def for_device(self, device: torch.device) -> 'TrainConfig':
-        """A copy with ``channels_last`` decided for ``device`` when left at None: on, except for AMP on a CPU.
+        """A copy with ``channels_last`` decided for ``device`` when None: on, except for AMP on a CPU.
 
         There the bfloat16 channels-last backward of a dilated depthwise convolution (dil_conv_3x3 / 5x5)
         returns non-finite weight gradients in most steps (measured with torch 2.14, 32 px inputs).
@@ -132,8 +138,14 @@ class TrainConfig:
         if not isinstance(self.model_args, dict):
             raise TrainConfigError(f'--model-args must be a JSON object, got {self.model_args!r}')
         if self.dataset != 'digits' and not self.data:
-            raise TrainConfigError(f'--data is required for {self.dataset} (digits is the only embedded dataset)')
+            raise TrainConfigError(f'--data is required for {self.dataset} (digits is the only embedded '
+                                   f'dataset)')
+        if self.image_size is not None and self.dataset not in ('digits', 'folder'):
+            raise TrainConfigError(f'--image-size applies to digits and folder; {self.dataset} has its '
+                                   f"recipe's fixed input size")
         self._check_ranges()
+        from .utils.dist import check_device
+        check_device(self.device)
         if self.model is not None:
             import timm
             if not timm.is_model(self.model):
@@ -141,13 +153,14 @@ class TrainConfig:
                                        f'(`ddarts-zoo info` lists the D-DARTS ones)')
 
     def _check_ranges(self) -> None:
-        at_least = dict(epochs=1, batch_size=1, init_channels=1, layers=1, threads=1, max_steps=1, stop_after=1,
-                        workers=0, cutout=0, eval_interval=0)
+        at_least = dict(epochs=1, batch_size=1, init_channels=1, layers=1, threads=1, max_steps=1,
+                        stop_after=1, workers=0, cutout=0, eval_interval=0, image_size=1)
         for name, low in at_least.items():
             value = getattr(self, name)
             if value is not None and value < low:
                 raise TrainConfigError(f'{_flag(name)} must be >= {low}, got {value}')
-        below_one = dict(momentum=self.momentum, drop_path=self.drop_path, label_smoothing=self.label_smoothing or 0.0)
+        below_one = dict(momentum=self.momentum, drop_path=self.drop_path,
+                         label_smoothing=self.label_smoothing or 0.0)
         for name, value in below_one.items():
             if not 0.0 <= value < 1.0:
                 raise TrainConfigError(f'{_flag(name)} must be in [0, 1), got {value}')
@@ -161,17 +174,18 @@ class TrainConfig:
             raise TrainConfigError(f'--min-lr {self.min_lr} is above --lr {self.lr}')
         subset = self.train_subset
         if subset is not None and not (0 < subset < 1 or (subset >= 1 and float(subset).is_integer())):
-            raise TrainConfigError(f'--train-subset must be a fraction in (0, 1) or a whole number of images, '
-                                   f'got {subset}')
+            raise TrainConfigError(f'--train-subset must be a fraction in (0, 1) or a whole number of '
+                                   f'images, got {subset}')
 
-    def model_spec(self) -> Tuple[str, Dict[str, Any]]:
-        """(timm model name, JSON-serialisable model arguments) of the network to train."""
-        from .data import dataset_info
-        info = dataset_info(self.dataset)
+    def model_spec(self, info: 'DatasetInfo') -> Tuple[str, Dict[str, Any]]:
+        """(timm model name, JSON-serialisable model arguments) of the network to train on ``info``'s data.
+
+        A genotype is built with the CIFAR stem up to 64 px inputs, with the ImageNet stem above.
+        """
         model_args: Dict[str, Any] = dict(num_classes=info.num_classes, in_chans=info.in_chans)
         if self.genotype is not None:
             from .genotypes import load_genotype
-            name = 'ddarts_genotype' if self.dataset == 'imagenet' else 'ddarts_genotype_cifar'
+            name = 'ddarts_genotype' if info.image_size > 64 else 'ddarts_genotype_cifar'
             model_args['genotype'] = load_genotype(self.genotype).to_dict()
         else:
             assert self.model is not None, 'call model_spec() on a resolved() configuration'

@@ -21,8 +21,8 @@ from .train_config import TrainConfig
 from .utils.amp import autocast, unscale_and_clip_
 from .utils.dist import DistContext
 
-__all__ = ['TrainForward', 'TrainingDivergedError', 'topk_correct', 'cosine_lr', 'train_step', 'train_one_epoch',
-           'evaluate']
+__all__ = ['TrainForward', 'TrainingDivergedError', 'topk_correct', 'cosine_lr', 'train_step',
+           'train_one_epoch', 'evaluate']
 
 
 class TrainingDivergedError(UserError, FloatingPointError):
@@ -30,7 +30,7 @@ class TrainingDivergedError(UserError, FloatingPointError):
 
 
 class TrainForward(nn.Module):
-    """Makes ``forward`` return ``forward_train``'s ``(logits, aux_logits)`` so that DDP wraps the auxiliary head too."""
+    """``forward`` returns ``forward_train``'s ``(logits, aux_logits)``: DDP then wraps the auxiliary head."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -67,8 +67,9 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: 'torch.amp.GradScaler', cfg: TrainConfig, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One SGD update on ``(x, y)``; returns the (detached) loss and logits.  ``where`` names the step in errors."""
+               scaler: 'torch.amp.GradScaler', cfg: TrainConfig, where: str
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One SGD update on ``(x, y)``; returns the detached loss and logits (``where`` names the step)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing or 0.0)
     with autocast(x.device, cfg.amp):
         logits, aux_logits = model(x)
@@ -81,8 +82,9 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     norm = unscale_and_clip_(scaler, optimizer, params, cfg.grad_clip)
     if not scaler.is_enabled() and not (torch.isfinite(norm) and torch.isfinite(loss.detach())):
         optimizer.zero_grad(set_to_none=True)
-        raise TrainingDivergedError(f'{where}: the loss is {loss.item():.4g} and the gradient norm {norm.item():.4g}; '
-                                    f'no update was applied (lower --lr, or train without --amp)')
+        raise TrainingDivergedError(f'{where}: the loss is {loss.item():.4g} and the gradient norm '
+                                    f'{norm.item():.4g}; no update was applied (lower --lr, or train without '
+                                    f'--amp)')
     scaler.step(optimizer)   # with the float16 scaler: skipped after an overflow
     scaler.update()
     return loss.detach(), logits.detach()
@@ -123,5 +125,5 @@ def evaluate(model: nn.Module, loader: DataLoader, ctx: DistContext, amp: bool =
         top5 += c5
         seen += len(y)
     loss_sum, top1, top5, seen = ctx.all_sum([loss_sum, top1, top5, seen])
-    return dict(loss=loss_sum / max(seen, 1), top1=100.0 * top1 / max(seen, 1), top5=100.0 * top5 / max(seen, 1),
-                num_images=int(seen))
+    n = max(seen, 1)
+    return dict(loss=loss_sum / n, top1=100.0 * top1 / n, top5=100.0 * top5 / n, num_images=int(seen))

@@ -87,13 +87,14 @@ def build_transforms(dataset: str, cutout: int, autoaugment: bool,
                      info: Optional[DatasetInfo] = None) -> Tuple[Any, Optional[Any]]:
     """(train transform, test transform) of the recipe for ``dataset`` (``cutout`` px, 0 disables).
 
-    ``info``: the folder's :func:`~ddarts_zoo.data.dataset_info` (required for ``folder``).
+    ``info``: the folder's :func:`~ddarts_zoo.data.dataset_info` (required for ``folder``); for digits, its
+    ``image_size`` sets the random crop (default: the dataset's table).
     """
     if dataset == 'folder':
         if info is None:
             raise ValueError("build_transforms('folder', ...) needs info=dataset_info('folder', root)")
         return folder_transforms(info, cutout, autoaugment)
-    info = dataset_info(dataset)
+    info = info if info is not None else dataset_info(dataset)
     cut = [Cutout(cutout)] if cutout > 0 else []
     if dataset == 'digits':  # tensors, already normalised by the dataset
         return _compose([RandomCropTensor(info.image_size, 4), *cut]), None

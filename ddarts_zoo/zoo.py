@@ -23,7 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from . import genotypes as shipped
 from .convert import to_model_layout
 from .data import DATASETS
-from .genotype import Genotype
+from .genotype import Genotype, reduction_positions
 from .genotypes import load_genotype
 from .network import STEM_STRIDES, DDartsNet
 from .weights import PRETRAINED_TAGS, tag_model_args
@@ -67,8 +67,9 @@ def _imagenet_stem(geno: Genotype) -> str:
 
 
 def _final_stride(geno: Genotype, stem_type: str, layers: Optional[int] = None) -> int:
-    num_reductions = len(geno.reductions) if layers is None or layers == geno.num_cells else 2
-    return STEM_STRIDES[stem_type] * 2 ** num_reductions
+    """Output stride of ``geno`` built with ``layers`` cells (Algorithm 1 places the reductions otherwise)."""
+    same = layers is None or layers == geno.num_cells
+    return STEM_STRIDES[stem_type] * 2 ** len(geno.reductions if same else reduction_positions(layers))
 
 
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:

@@ -1,7 +1,8 @@
 """Search cells of the D-DARTS supernet (paper Sec. 4.1): every edge mixes all candidate operations.
 
-Edge ``(to, src)`` outputs ``sum_k w[edge, k] * op_k(h_src)`` with ``w = sigmoid(alpha)`` (FairDARTS
-sigmoid mixing, paper Sec. 3, Eq. 3).  :class:`MixedOp` computes one edge.  Every state ``h`` of a cell feeds
+Edge ``(to, src)`` outputs ``sum_k w[edge, k] * op_k(h_src)`` with the cell's mixing weights ``w``
+(``sigmoid(alpha)``, FairDARTS, paper Sec. 3, Eq. 3, or DARTS' softmax, Eq. 2: :mod:`search.mixing`).
+:class:`MixedOp` computes one edge.  Every state ``h`` of a cell feeds
 one edge to each later node, all with the same stride, so :class:`SourceOps` computes the edges leaving
 ``h`` together (and those leaving the two cell inputs, ready at the same time, together too): one ReLU, one
 grouped convolution holding the filters of every edge, one BN over every edge's channels (BN is per

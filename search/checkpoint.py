@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-import torch
-import torch.distributed as dist
-
-from ddarts_zoo.errors import MissingFileError, UnreadableFileError, UserError, describe_file
-from ddarts_zoo.utils.dist import DistContext
-from ddarts_zoo.utils.io import atomic_write, safe_torch_load
-from ddarts_zoo.utils.seed import capture_rng_state, restore_rng_state
+from ddarts_zoo.errors import MissingFileError, describe_file
+from ddarts_zoo.utils import checkpoint as tagged
 
 __all__ = ['CHECKPOINT_NAME', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'load_checkpoint', 'save_checkpoint',
            'restore_checkpoint']
@@ -25,28 +20,19 @@ CHECKPOINT_FORMAT = 'ddarts-zoo/search-checkpoint'
 CHECKPOINT_VERSION = 2   # 2: one multi-tensor Adam for the alphas ('arch_optimizer'), fused supernet
 
 
-def _gather_rng(ctx: DistContext, mc_gen: torch.Generator) -> List[Dict[str, Any]]:
-    """Every rank's RNG states (a collective under DDP), in rank order."""
-    mine = capture_rng_state({'mc_generator': mc_gen})
-    if not ctx.enabled:
-        return [mine]
-    box: List[Any] = [None] * ctx.world_size
-    dist.all_gather_object(box, mine)
-    return box
-
-
 def save_checkpoint(searcher: Any, epochs_done: int) -> None:
     """Write ``searcher``'s state after ``epochs_done`` epochs to ``run_dir/checkpoint.pt`` (rank 0)."""
-    rng = _gather_rng(searcher.ctx, searcher.updates.mc_gen)
+    rng = tagged.gather_rng_states(searcher.ctx, {'mc_generator': searcher.updates.mc_gen})
     if not searcher.ctx.is_writer:
         return
     ckpt = {
-        'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION, 'config': searcher.cfg.to_dict(),
-        'supernet': searcher.net.config(), 'epoch': epochs_done, 'global_step': searcher.global_step,
+        'config': searcher.cfg.to_dict(), 'supernet': searcher.net.config(), 'epoch': epochs_done,
+        'global_step': searcher.global_step,
         'model': searcher.net.state_dict(), **searcher.updates.state_dict(),
         'rng': rng, 'history': searcher.history, 'stopped_early': searcher.stopped_early,
     }
-    path = atomic_write(searcher.run_dir / CHECKPOINT_NAME, ckpt)
+    path = tagged.save_checkpoint(searcher.run_dir / CHECKPOINT_NAME, ckpt, kind=CHECKPOINT_FORMAT,
+                                  version=CHECKPOINT_VERSION)
     searcher.logs.written.append(str(path))
 
 
@@ -58,11 +44,7 @@ def restore_checkpoint(searcher: Any, ckpt: Dict[str, Any]) -> None:
     searcher.start_epoch = int(ckpt['epoch'])
     searcher.global_step = int(ckpt['global_step'])
     searcher.stopped_early = bool(ckpt.get('stopped_early', False))
-    rng = ckpt['rng']
-    if len(rng) != searcher.ctx.world_size:
-        raise UserError(f'checkpoint was written by {len(rng)} rank(s); resume it with the same number '
-                         f'(got {searcher.ctx.world_size}) to continue exactly')
-    restore_rng_state(rng[searcher.ctx.rank], {'mc_generator': searcher.updates.mc_gen})
+    tagged.restore_rank_rng(ckpt['rng'], searcher.ctx, {'mc_generator': searcher.updates.mc_gen})
 
 
 def load_checkpoint(path: 'str | os.PathLike') -> Dict[str, Any]:
@@ -77,10 +59,4 @@ def load_checkpoint(path: 'str | os.PathLike') -> Dict[str, Any]:
     expected = f'a search checkpoint ({CHECKPOINT_NAME} written by search/run.py)'
     if not path.exists():
         raise MissingFileError(f'{describe_file(path)}: no search checkpoint there; expected {expected}')
-    ckpt = safe_torch_load(path, expected=expected)
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise UnreadableFileError(f'{describe_file(path)}: not a ddarts-zoo search checkpoint; expected {expected}')
-    if ckpt.get('version') != CHECKPOINT_VERSION:
-        raise UnreadableFileError(f'{describe_file(path)}: checkpoint version {ckpt.get("version")} is not '
-                                  f'supported (this code reads version {CHECKPOINT_VERSION})')
-    return ckpt
+    return tagged.load_checkpoint(path, kind=CHECKPOINT_FORMAT, versions=(CHECKPOINT_VERSION,), what=expected)

@@ -7,7 +7,6 @@ Defaults are the paper's search hyperparameters (Sec. 5.1: SGD 0.005 -> 0.001, m
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
@@ -191,33 +190,26 @@ class SearchConfig:
     def _check_method(self) -> None:
         """The search method: loss, mixing, cell sharing, parsing, and what CUDA graphs allow."""
         for flag, value, choices in (('--loss', self.loss, LOSSES), ('--mixing', self.mixing, MIXINGS),
-                                     ('--cells', self.cells, CELL_MODES), ('--parse', self.parse, PARSE_METHODS)):
+                                     ('--cells', self.cells, CELL_MODES),
+                                     ('--parse', self.parse, PARSE_METHODS)):
             if value not in choices:
                 raise UserError(f'{flag} {value!r}: choose one of {", ".join(choices)}')
         mixing = MIXINGS[self.mixing]
         if self.parse not in mixing.parse_choices:
-            raise UserError(f'--parse {self.parse} does not fit --mixing {self.mixing} (its weights sum to 1 over '
-                            f'the ops, no threshold applies): use --parse {" or ".join(mixing.parse_choices)}')
+            raise UserError(f'--parse {self.parse} does not fit --mixing {self.mixing} (its weights sum to 1 '
+                            f'over the ops, no threshold applies): use --parse '
+                            f'{" or ".join(mixing.parse_choices)}')
         if self.cells == 'shared' and self.baseline is not None:
-            raise UserError('--cells shared cannot be combined with --baseline: the baseline\'s identical cells '
-                            'already share their alphas')
+            raise UserError('--cells shared cannot be combined with --baseline: the baseline\'s identical '
+                            'cells already share their alphas')
         graph_losses = [name for name, loss in LOSSES.items() if loss.graph_capture]
         if self.cuda_graphs and (self.device.startswith('cpu') or self.loss not in graph_losses):
             raise UserError(f'--cuda-graphs needs a CUDA device and --loss {" or ".join(graph_losses)} (got '
                             f'--device {self.device}, --loss {self.loss})')
 
     def _check_device(self) -> None:
-        import torch
-        match = re.fullmatch(r'(auto|cpu|cuda)(?::(\d+))?', self.device or 'auto')
-        if match is None or (match.group(2) is not None and match.group(1) != 'cuda'):
-            raise UserError(f"--device {self.device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if match.group(1) == 'cuda':
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise UserError(f'--device {self.device}: CUDA is not available on this machine '
-                                f"(use --device cpu or 'auto')")
-            if match.group(2) is not None and int(match.group(2)) >= count:
-                raise UserError(f'--device {self.device}: this machine has {count} CUDA device(s)')
+        from ddarts_zoo.utils.dist import check_device
+        check_device(self.device)
 
 
 def build_supernet(cfg: SearchConfig, num_classes: int, in_chans: int) -> SuperNet:

@@ -17,24 +17,22 @@ reuses every finished unit (a genotype found twice is trained once).  Writes ``O
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 if __package__ in (None, ''):  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddarts_zoo.errors import UserError  # noqa: E402
-from ddarts_zoo.utils.io import atomic_write  # noqa: E402
+from search.unit_runner import Runner, console_to, exclusive, unit_hash  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,26 +43,29 @@ class Arm:
     label: str
     search: Optional[Dict[str, Any]] = None
     genotype: Optional[str] = None
-    needs: tuple = field(default=())   # SearchConfig fields the arm needs (an older search lacks them)
 
 
 ARMS = (
     Arm('fair', 'D-DARTS, L_fair', dict(loss='fair')),
     Arm('ablation', 'D-DARTS, L_abl (no gradient)', dict(loss='ablation')),
     Arm('ablation-grad', 'D-DARTS, L_abl with gradient', dict(loss='ablation-grad')),
-    Arm('shared', 'shared cells, L_fair (FairDARTS-like)', dict(cells='shared', loss='fair'), needs=('cells',)),
-    Arm('darts', 'DARTS (shared cells, softmax)', dict(cells='shared', mixing='softmax', loss='fair', parse='darts'),
-        needs=('cells', 'mixing')),
+    Arm('shared', 'shared cells, L_fair (FairDARTS-like)', dict(cells='shared', loss='fair')),
+    Arm('darts', 'DARTS (shared cells, softmax)',
+        dict(cells='shared', mixing='softmax', loss='fair', parse='darts')),
     Arm('dd1', 'DD-1 (published)', genotype='dd1'),
     Arm('dd2', 'DD-2 (published)', genotype='dd2'),
 )
 ARM_NAMES = tuple(a.name for a in ARMS)
-TRAIN_DEFAULTS: Dict[str, Any] = dict(channels=4, epochs=6, subset='320', batch_size=32)
+TRAIN_DEFAULTS: Dict[str, Any] = dict(channels=4, epochs=5, subset='640', batch_size=32,
+                                      args='--lr 0.1 --aux-weight 0 --drop-path 0 --cutout 0')
+"""A short budget (100 steps on digits) at which networks learn (83 % for DD-1) but stay apart: a higher
+learning rate and none of the long-schedule regularisers (with them, 100 steps left DD-1 near chance)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python search/experiment.py', description=__doc__.split('\n\n')[0])
-    p.add_argument('--out', type=Path, default=Path('runs/experiment'), help='output folder (runs/experiment)')
+    p.add_argument('--out', type=Path, default=Path('runs/experiment'),
+                   help='output folder (runs/experiment)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4], help='seeds (0 1 2 3 4)')
     p.add_argument('--arms', nargs='+', choices=ARM_NAMES, default=list(ARM_NAMES), help='arms (all)')
     p.add_argument('--random', type=int, default=20, help='random genotypes (20)')
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=1, help='CPU threads per unit (1)')
     p.add_argument('--jobs', type=int, default=None, help='units run at once (CPU: 2 when 2+ cores, CUDA: 1)')
     g = p.add_argument_group('search (on top of the preset; any other search option via --search-args)')
-    g.add_argument('--preset', default='quick', help='search preset (quick: digits at 8 px, 8 cells, C=4, 3 epochs)')
+    g.add_argument('--preset', default='quick',
+                   help='search preset (quick: digits at 8 px, 8 cells, C=4, 3 epochs)')
     g.add_argument('--layers', type=int, default=None, help="cells (the preset's)")
     g.add_argument('--channels', type=int, default=None, help="search width C (the preset's)")
     g.add_argument('--epochs', type=int, default=None, help="search epochs (the preset's)")
@@ -83,28 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--search-args', type=json.loads, default={}, help='JSON object of further search options')
     g = p.add_argument_group('training of every genotype (`ddarts-zoo train`, its defaults otherwise)')
     g.add_argument('--train-channels', type=int, default=TRAIN_DEFAULTS['channels'], help='width C (4)')
-    g.add_argument('--train-epochs', type=int, default=TRAIN_DEFAULTS['epochs'], help='epochs (6)')
+    g.add_argument('--train-epochs', type=int, default=TRAIN_DEFAULTS['epochs'], help='epochs (5)')
     g.add_argument('--train-subset', default=TRAIN_DEFAULTS['subset'],
-                   help="training images: a count or a fraction like 0.5; 'all' for the whole split (320)")
+                   help="training images: a count or a fraction like 0.5; 'all' for the whole split (640)")
     g.add_argument('--train-batch-size', type=int, default=TRAIN_DEFAULTS['batch_size'], help='batch (32)')
-    g.add_argument('--train-args', default='', help="further `ddarts-zoo train` flags, e.g. '--amp --workers 8'")
+    g.add_argument('--train-args', default=TRAIN_DEFAULTS['args'],
+                   help="further `ddarts-zoo train` flags, written --train-args='...' "
+                        f"('{TRAIN_DEFAULTS['args']}'; '' keeps the recipe's)")
     return p
 
 
-def unit_hash(spec: Any) -> str:
-    """Short hash of a unit's defining values (its folder name carries it, so changed settings never reuse)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-@contextlib.contextmanager
-def _console_to(path: Path) -> Iterator[None]:
-    """A unit's console output goes to ``path`` (appended, next to its folder): one line per unit here."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        yield
-
-
-# ---------------------------------------------------------------------------------------------- search units
+# ----------------------------------------------------------------------------------------------- search units
 def search_values(args: argparse.Namespace, arm: Arm, seed: int) -> Dict[str, Any]:
     """The search options of ``arm`` at ``seed``: preset, the common flags, ``--search-args``, the arm's."""
     from search.config import SearchConfig
@@ -138,25 +129,30 @@ def run_search_unit(values: Dict[str, Any]) -> Dict[str, Any]:
     ran = not (run_dir / 'genotype.json').exists()
     if ran:
         cfg = SearchConfig(**values)
-        with _console_to(run_dir.with_name(run_dir.name + '.log')):
-            searcher = Searcher(cfg, resume=run_dir) if (run_dir / CHECKPOINT_NAME).exists() else Searcher(cfg)
-            searcher.run()
-    history = [json.loads(line) for line in (run_dir / 'epochs.jsonl').read_text().splitlines() if line.strip()]
+        resume = run_dir if (run_dir / CHECKPOINT_NAME).exists() else None
+        if resume is None and run_dir.exists():   # stopped before its first checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        with console_to(run_dir.with_name(run_dir.name + '.log')):
+            Searcher(cfg, resume=resume).run()
+    lines = (run_dir / 'epochs.jsonl').read_text().splitlines()
+    history = [json.loads(line) for line in lines if line.strip()]
     steps = sum(h['steps'] for h in history if h['phase'] == 'search')
     search_s = sum(h['time_s'] for h in history)
     return dict(run_dir=str(run_dir), genotype=str(run_dir / 'genotype.json'), search_s=search_s, steps=steps,
                 s_per_step=search_s / max(steps, 1), ran=ran)
 
 
-# ---------------------------------------------------------------------------------------------- training units
+# ------------------------------------------------------------------------------------------- training units
 def train_argv(args: argparse.Namespace, seed: int) -> List[str]:
     """``ddarts-zoo train`` flags shared by every genotype (without ``--genotype`` / ``--out``)."""
     argv = ['--init-channels', str(args.train_channels), '--epochs', str(args.train_epochs),
             '--batch-size', str(args.train_batch_size), '--seed', str(seed), '--eval-interval', '0']
     if args.train_subset not in (None, 'all'):
         argv += ['--train-subset', str(args.train_subset)]
-    if args.dataset:
-        argv += ['--dataset', args.dataset] + (['--data', args.data] if args.data else [])
+    from search.presets import preset
+    dataset = args.dataset or preset(args.preset)['dataset']   # the data the searches saw
+    if dataset != 'digits':   # digits: the default of `ddarts-zoo train`
+        argv += ['--dataset', dataset] + (['--data', args.data] if args.data else [])
     return argv + shlex.split(args.train_args)
 
 
@@ -174,12 +170,12 @@ def train_spec(args: argparse.Namespace, tag: str, genotype_file: str, seed: int
 
 
 def run_train_unit(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """Train one genotype with ``ddarts-zoo train`` (unless its ``metrics.json`` exists); its held-out result."""
+    """Train a genotype with ``ddarts-zoo train`` (unless ``metrics.json`` exists); its held-out result."""
     metrics = Path(spec['out']) / 'metrics.json'
     ran = not metrics.exists()
     if ran:
         from ddarts_zoo.cli import main as ddarts_zoo_main
-        with _console_to(Path(spec['out'] + '.log')):
+        with console_to(Path(spec['out'] + '.log')):
             code = ddarts_zoo_main(spec['argv'])
         if code or not metrics.exists():
             raise UserError(f'training {spec["genotype"]} failed (exit {code}); see {spec["out"]}.log')
@@ -188,88 +184,73 @@ def run_train_unit(spec: Dict[str, Any]) -> Dict[str, Any]:
                 train_images=m.get('train_images'), ran=ran)
 
 
-# ---------------------------------------------------------------------------------------------- scheduling
-class Runner:
-    """Runs units in-process (``jobs=1``) or in a pool of fresh processes; prints a line per finished unit."""
-
-    def __init__(self, jobs: int) -> None:
-        self.jobs, self.done, self.ran = jobs, 0, 0
-        self.t0 = time.time()
-        self.pool = None
-        if jobs > 1:
-            import multiprocessing
-            self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn'))
-
-    def map(self, fn: Callable[[Dict[str, Any]], Dict[str, Any]], specs: Sequence[Dict[str, Any]],
-            label: Callable[[Dict[str, Any], Dict[str, Any]], str]) -> List[Dict[str, Any]]:
-        results: List[Optional[Dict[str, Any]]] = [None] * len(specs)
-        if self.pool is None:
-            finished: Iterable = ((i, fn(s)) for i, s in enumerate(specs))
-        else:
-            futures = {self.pool.submit(fn, s): i for i, s in enumerate(specs)}
-            finished = ((futures[f], f.result()) for f in as_completed(futures))
-        for i, res in finished:
-            results[i] = res
-            self.done += 1
-            self.ran += bool(res['ran'])
-            state = 'ran' if res['ran'] else 'reused'
-            print(f'[{time.time() - self.t0:6.0f} s] {label(specs[i], res)} ({state})', flush=True)
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
 def search_arms(args: argparse.Namespace) -> List[Arm]:
-    """The chosen search arms this search supports (an arm whose options are unknown is left out, said so)."""
-    from search.config import SearchConfig
-    known = {f.name for f in fields(SearchConfig)}
-    arms = []
+    """The chosen arms that search."""
+    return [arm for arm in ARMS if arm.name in args.arms and arm.search is not None]
+
+
+def _search_records(args: argparse.Namespace, runner: Runner) -> List[Dict[str, Any]]:
+    """Every search of every (seed, search arm), seed by seed."""
+    pairs = [(seed, arm) for seed in args.seeds for arm in search_arms(args)]
+    done = runner.map(run_search_unit, [search_values(args, arm, seed) for seed, arm in pairs],
+                      lambda s, r: f'search {s["name"]}: {r["search_s"]:.0f} s, {r["s_per_step"]:.3f} s/step')
+    return [dict(arm=arm.name, seed=seed, kind='search', search_ran=res.pop('ran'), **res)
+            for (seed, arm), res in zip(pairs, done)]
+
+
+def _fixed_records(args: argparse.Namespace, searched: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The published genotypes (once per seed) and the random ones (``i`` matches searched ``i mod N``)."""
+    from ddarts_zoo.genotypes import load_genotype
+    from search.random_genotypes import sample_genotype
+    records = []
     for arm in ARMS:
-        if arm.name in args.arms and arm.search is not None:
-            missing = [n for n in arm.needs if n not in known]
-            if missing:
-                print(f'arm {arm.name}: left out, this search has no option {", ".join(missing)}', flush=True)
-            else:
-                arms.append(arm)
-    return arms
+        if arm.name in args.arms and arm.genotype is not None:
+            path = str(load_genotype(arm.genotype).save(args.out / 'genotypes' / f'{arm.name}.json'))
+            records += [dict(arm=arm.name, seed=seed, kind='published', genotype=path) for seed in args.seeds]
+    if args.random and not searched:
+        raise UserError('--random needs at least one search arm (the random genotypes match searched ones)')
+    for i in range(args.random):
+        ref = searched[i % len(searched)]
+        geno = sample_genotype(load_genotype(ref['genotype']), args.random_seed, i)
+        path = str(geno.save(args.out / 'genotypes' / f'random-{i:03d}.json'))
+        # training seed i: a random genotype keeps its unit when --seeds or --random change
+        records.append(dict(arm='random', seed=i, kind='random', genotype=path, index=i,
+                            reference=ref['run_dir']))
+    return records
+
+
+def _train_records(args: argparse.Namespace, runner: Runner, records: List[Dict[str, Any]]) -> None:
+    """Train every genotype of ``records`` (a genotype found twice once) and add the results to them."""
+    tags = [f'random-{r["index"]:03d}' if r['kind'] == 'random' else f'{r["arm"]}-s{r["seed"]}'
+            for r in records]
+    specs = [train_spec(args, tag, r['genotype'], r['seed']) for tag, r in zip(tags, records)]
+    # first the units of the first seeds (random genotypes spread over them): an interrupted run restarted
+    # with fewer --seeds / --random finds most of its units finished
+    step = len(args.seeds) / max(args.random, 1)
+    rank = {s: i for i, s in enumerate(args.seeds)}
+    order = sorted(range(len(records)), key=lambda i: records[i]['index'] * step
+                   if records[i]['kind'] == 'random' else rank[records[i]['seed']])
+    unique = list({specs[i]['out']: specs[i] for i in order}.values())
+    trained = runner.map(run_train_unit, unique,
+                         lambda s, r: f'train {s["tag"]}: top-1 {r["top1"]:.2f} %, {r["train_s"]:.0f} s')
+    by_dir = {s['out']: res for s, res in zip(unique, trained)}
+    for rec, spec in zip(records, specs):
+        res = dict(by_dir[spec['out']])
+        rec.update(train_dir=spec['out'], train_ran=res.pop('ran'), **res)
 
 
 def run_experiment(args: argparse.Namespace) -> Dict[str, Any]:
     """Every unit of the experiment; the records the report is made of."""
-    from search.random_genotypes import sample_genotype
-    from ddarts_zoo.genotypes import load_genotype
+    with exclusive(args.out):
+        return _run_units(args)
+
+
+def _run_units(args: argparse.Namespace) -> Dict[str, Any]:
     runner = Runner(args.jobs)
     try:
-        arms = search_arms(args)
-        pairs = [(seed, arm) for seed in args.seeds for arm in arms]
-        searches = runner.map(run_search_unit, [search_values(args, arm, seed) for seed, arm in pairs],
-                              lambda s, r: f'search {s["name"]}: {r["search_s"]:.0f} s ({r["s_per_step"]:.3f} s/step)')
-        records = [dict(arm=arm.name, seed=seed, kind='search', search_ran=res.pop('ran'), **res)
-                   for (seed, arm), res in zip(pairs, searches)]
-        for arm in ARMS:
-            if arm.name in args.arms and arm.genotype is not None:
-                path = str(load_genotype(arm.genotype).save(args.out / 'genotypes' / f'{arm.name}.json'))
-                records += [dict(arm=arm.name, seed=seed, kind='published', genotype=path) for seed in args.seeds]
-        refs = [r for r in records if r['kind'] == 'search']
-        if args.random and not refs:
-            raise UserError('--random needs at least one search arm (the random genotypes match searched ones)')
-        for i in range(args.random):
-            ref = load_genotype(refs[i % len(refs)]['genotype'])
-            geno = sample_genotype(ref, args.random_seed, i)
-            path = str(geno.save(args.out / 'genotypes' / f'random-{i:03d}.json'))
-            records.append(dict(arm='random', seed=args.seeds[i % len(args.seeds)], kind='random', genotype=path,
-                                index=i, reference=refs[i % len(refs)]['run_dir']))
-        specs = [train_spec(args, f'{r["arm"]}-s{r["seed"]}' if r['kind'] != 'random' else f'random-{r["index"]:03d}',
-                            r['genotype'], r['seed']) for r in records]
-        unique = list({s['out']: s for s in specs}.values())   # a genotype found twice is trained once
-        trained = runner.map(run_train_unit, unique,
-                             lambda s, r: f'train {s["tag"]}: held-out top-1 {r["top1"]:.2f} % ({r["train_s"]:.0f} s)')
-        by_dir = {s['out']: res for s, res in zip(unique, trained)}
-        for rec, spec in zip(records, specs):
-            res = dict(by_dir[spec['out']])
-            rec.update(train_dir=spec['out'], train_ran=res.pop('ran'), **res)
+        records = _search_records(args, runner)
+        records += _fixed_records(args, records)
+        _train_records(args, runner, records)
         return dict(records=records, units_ran=runner.ran, units=runner.done, wall_s=time.time() - runner.t0)
     finally:
         runner.close()
@@ -282,8 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from search.experiment_report import write_report
     result = run_experiment(args)
     paths = write_report(args, result)
-    print(f'{result["units"]} units ({result["units_ran"]} ran, {result["units"] - result["units_ran"]} reused) '
-          f'in {result["wall_s"]:.0f} s; wrote {", ".join(str(p) for p in paths)}')
+    ran, units = result['units_ran'], result['units']
+    print(f'{units} units ({ran} ran, {units - ran} reused) in {result["wall_s"]:.0f} s; '
+          f'wrote {", ".join(str(p) for p in paths)}')
     return 0
 
 

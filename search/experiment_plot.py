@@ -1,4 +1,4 @@
-"""The plot of ``search/experiment.py``: the random architectures' accuracy distribution with every arm marked."""
+"""The plot of ``search/experiment.py``: the random architectures' accuracies with every arm marked."""
 from __future__ import annotations
 
 from pathlib import Path

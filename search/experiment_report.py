@@ -48,7 +48,8 @@ def beats(values: Sequence[float], population: Sequence[float]) -> float:
     return statistics.fmean(percentile_of(v, population) for v in values) / 100.0
 
 
-def permutation_p(a: Sequence[float], b: Sequence[float], exact_limit: int = 200_000, draws: int = 20_000) -> float:
+def permutation_p(a: Sequence[float], b: Sequence[float], exact_limit: int = 200_000,
+                  draws: int = 20_000) -> float:
     """Two-sided p-value of ``mean(a) - mean(b)`` under random relabelling of the pooled values."""
     pooled, n = list(a) + list(b), len(a)
     total = sum(pooled)
@@ -77,10 +78,12 @@ def arm_statistics(records: List[Dict[str, Any]], arms: Sequence[str]) -> Dict[s
         values = [r['top1'] for r in rows]
         stats: Dict[str, Any] = dict(summarize(values), values=values, seeds=[r['seed'] for r in rows],
                                      params=statistics.fmean(r['params'] for r in rows),
-                                     search_s=_mean_of(rows, 'search_s'), s_per_step=_mean_of(rows, 's_per_step'))
+                                     search_s=_mean_of(rows, 'search_s'),
+                                     s_per_step=_mean_of(rows, 's_per_step'),
+                                     train_s=_mean_of(rows, 'train_s'))
         if arm == 'random':
-            stats.update(min=min(values), max=max(values),
-                         p2_5=_quantile(values, 0.025), p50=_quantile(values, 0.5), p97_5=_quantile(values, 0.975))
+            stats.update(min=min(values), max=max(values), p2_5=_quantile(values, 0.025),
+                         p50=_quantile(values, 0.5), p97_5=_quantile(values, 0.975))
         elif rand:
             stats.update(percentile=percentile_of(stats['mean'], rand), beats_random=beats(values, rand),
                          p_value=permutation_p(values, rand))
@@ -123,9 +126,9 @@ def results_table(stats: Dict[str, Dict[str, Any]], labels: Dict[str, str]) -> L
         per = ', '.join(_fmt(v) for v in s['values']) if arm != 'random' else \
             f'{_fmt(s["min"])} .. {_fmt(s["max"])}'
         lines.append(f'| {labels.get(arm, arm)} | {s["n"]} | {_fmt(s["mean"])} ± {_fmt(s["std"])} | '
-                     f'{_fmt(s["ci_low"])} .. {_fmt(s["ci_high"])} | {per} | {_fmt(s.get("percentile"), 0)} | '
-                     f'{_fmt(s.get("beats_random"))} | {_fmt(s.get("p_value"), 3)} | {s["params"] / 1e6:.3f} | '
-                     f'{_fmt(s["search_s"], 0)} |')
+                     f'{_fmt(s["ci_low"])} .. {_fmt(s["ci_high"])} | {per} | '
+                     f'{_fmt(s.get("percentile"), 0)} | {_fmt(s.get("beats_random"))} | '
+                     f'{_fmt(s.get("p_value"), 3)} | {s["params"] / 1e6:.3f} | {_fmt(s["search_s"], 0)} |')
     return lines
 
 
@@ -136,11 +139,12 @@ def verdicts(stats: Dict[str, Dict[str, Any]], labels: Dict[str, str], alpha: fl
         if arm == 'random' or s.get('p_value') is None:
             continue
         side = 'above' if s['mean'] > stats['random']['mean'] else 'below'
-        if s['p_value'] < alpha:
-            out.append(f'- {labels.get(arm, arm)}: separates from random, {side} it (p = {s["p_value"]:.3f}).')
+        name, p = labels.get(arm, arm), s['p_value']
+        if p < alpha:
+            out.append(f'- {name}: separates from random, {side} it (p = {p:.3f}).')
         else:
-            out.append(f'- {labels.get(arm, arm)}: does not separate from random (p = {s["p_value"]:.3f}; mean at '
-                       f'the {s["percentile"]:.0f}th percentile of the random architectures).')
+            out.append(f'- {name}: does not separate from random (p = {p:.3f}; mean at the '
+                       f'{s["percentile"]:.0f}th percentile of the random architectures).')
     return out
 
 
@@ -158,7 +162,7 @@ def write_report(args: argparse.Namespace, result: Dict[str, Any]) -> List[Path]
                units=result['units'], units_ran=result['units_ran'], wall_s=result['wall_s'])
     out = Path(args.out)
     paths = [atomic_write(out / 'results.json', json.dumps(doc, indent=1) + '\n')]
-    md = _markdown(args, stats, labels, noise, records)
+    md = _markdown(args, stats, labels, noise, result)
     paths.append(atomic_write(out / 'results.md', md))
     if 'random' in stats:
         from search.experiment_plot import plot_random_distribution
@@ -167,25 +171,44 @@ def write_report(args: argparse.Namespace, result: Dict[str, Any]) -> List[Path]
     return paths
 
 
-def _markdown(args: argparse.Namespace, stats: Dict[str, Dict[str, Any]], labels: Dict[str, str],
-              noise: Optional[float], records: List[Dict[str, Any]]) -> str:
-    held_out = next((r.get('num_images') for r in records if r.get('num_images')), None)
+def _settings_line(args: argparse.Namespace, records: List[Dict[str, Any]]) -> str:
     search = next((r for r in records if r['kind'] == 'search'), None)
     cfg = json.loads((Path(search['run_dir']) / 'config.json').read_text()) if search else {}
-    lines = [f'Search: preset `{args.preset}`, {cfg.get("dataset")}, {cfg.get("layers")} cells, C={cfg.get("channels")}, '
-             f'{cfg.get("epochs")} epochs, batch {cfg.get("batch_size")}'
-             + (f', {json.dumps(args.search_args)}' if args.search_args else '') +
-             f'; training: `ddarts-zoo train`, C={args.train_channels}, {args.train_epochs} epochs, batch '
-             f'{args.train_batch_size}, training images: {args.train_subset}' +
-             (f', {args.train_args}' if args.train_args else '') +
-             f'; held-out split never seen by a search ({held_out or "?"} images); seeds '
-             f'{" ".join(map(str, args.seeds))}; {args.random} random genotypes; device {args.device}.', '']
-    lines += results_table(stats, labels)
+    held_out = next((r.get('num_images') for r in records if r.get('num_images')), '?')
+    extra = f', {json.dumps(args.search_args)}' if args.search_args else ''
+    return (f'Search: preset `{args.preset}`, {cfg.get("dataset")}, {cfg.get("layers")} cells, '
+            f'C={cfg.get("channels")}, {cfg.get("epochs")} epochs, batch {cfg.get("batch_size")}{extra}; '
+            f'training: `ddarts-zoo train`, C={args.train_channels}, {args.train_epochs} epochs, batch '
+            f'{args.train_batch_size}, {args.train_subset} training images'
+            + (f', `{args.train_args}`' if args.train_args else '')
+            + f'; held-out split never seen by a search ({held_out} images); seeds '
+            f'{" ".join(map(str, args.seeds))}; {args.random} random genotypes; device {args.device}.')
+
+
+def _cost_line(stats: Dict[str, Dict[str, Any]], result: Dict[str, Any], jobs: int) -> str:
+    """Unit costs as measured when each unit ran (search: its epochs' step loops; training: its epochs)."""
+    records = result['records']
+    searches = {r['run_dir']: r['search_s'] for r in records if r['kind'] == 'search'}
+    trainings = {r['train_dir']: r['train_s'] for r in records}
+    per_arm = ', '.join(f'{a} {s["search_s"]:.0f} s' for a, s in stats.items()
+                        if s.get('search_s') is not None)
+    return (f'Cost (unit times as measured when each ran): {len(searches)} searches, '
+            f'{sum(searches.values()):.0f} s in all (mean per arm: {per_arm}); {len(trainings)} trainings, '
+            f'{sum(trainings.values()):.0f} s in all ({statistics.fmean(trainings.values()):.0f} s each). '
+            f'This invocation ran {result["units_ran"]} of {result["units"]} units in '
+            f'{result["wall_s"]:.0f} s with {jobs} job(s).')
+
+
+def _markdown(args: argparse.Namespace, stats: Dict[str, Dict[str, Any]], labels: Dict[str, str],
+              noise: Optional[float], result: Dict[str, Any]) -> str:
+    lines = [_settings_line(args, result['records']), ''] + results_table(stats, labels)
     if 'random' in stats:
         r = stats['random']
         lines += ['', f'Random architectures: mean {_fmt(r["mean"])} %, std {_fmt(r["std"])}, range '
-                      f'{_fmt(r["min"])} .. {_fmt(r["max"])}, central 95 % {_fmt(r["p2_5"])} .. {_fmt(r["p97_5"])}.'
+                      f'{_fmt(r["min"])} .. {_fmt(r["max"])}, central 95 % {_fmt(r["p2_5"])} .. '
+                      f'{_fmt(r["p97_5"])}.'
                       + (f' One published genotype retrained with different seeds varies by a pooled std of '
                          f'{noise:.2f} (training noise alone).' if noise is not None else '')]
         lines += [''] + verdicts(stats, labels)
+    lines += ['', _cost_line(stats, result, args.jobs)]
     return '\n'.join(lines) + '\n'

@@ -73,7 +73,8 @@ def end_of_search_text(run_dir: Path, genos: Dict[str, Genotype], primary: str, 
                        dataset: str, data: Optional[str]) -> str:
     """What the end of a search prints: the genotype files, the plots, the primary genotype per cell (op
     counts, live edges) and the command that trains it; the full genotypes stay in the files."""
-    lines = ['genotypes (every edge in the files; `ddarts-zoo stats FILE` and `ddarts-zoo plot FILE` show them):']
+    lines = ['genotypes (every edge in the files; `ddarts-zoo stats FILE` and `ddarts-zoo plot FILE` show '
+             'them):']
     lines += [_genotype_line(kind, run_dir / f'genotype_{kind}.json', g) for kind, g in genos.items()]
     lines.append(_genotype_line('primary', run_dir / 'genotype.json', genos[primary]) + f' = {primary}')
     plots = [Path(p) for p in written if p.endswith('.png')]

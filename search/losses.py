@@ -5,7 +5,7 @@ For cell ``i`` of alpha group ``g(i)``, on an architecture batch (logits from th
     L_i = L_CE + w01 * L01_g(i) + w_abl * L_abl_i                                 (Eq. 9)
     L01_g   = -mean((sigmoid(alpha_g) - 0.5) ** 2)                                (zero-one loss, Eq. 4)
     mc_i    = L_CE(full supernet) - L_CE(cell i mixing with fresh uniform(0, 1) weights)      (Eq. 7)
-    L_abl_i = -(mc_i - mean(mc)) / mean(mc)                                       (Eq. 8; 0 when mean(mc) == 0)
+    L_abl_i = -(mc_i - mean(mc)) / mean(mc)                                (Eq. 8; 0 when mean(mc) == 0)
 
 and group ``g`` (a cell, or cells sharing one alpha: DARTOpti's identical cells, DARTS' cell types) steps on
 ``dL_g / d alpha_g`` of its own loss ``L_g = L_CE + w01 L01_g + w_abl mean_{i in g} L_abl_i``.  The zero-one
@@ -91,8 +91,8 @@ class SearchLoss:
 
     def meta(self) -> Dict[str, Any]:
         """What a genotype records about the loss it was searched with."""
-        return {'loss': self.name, 'mixing': self.mixing.name, 'w01': self.w01 if self.mixing.zero_one else None,
-                'w_abl': self.w_abl if self.needs_mc else None}
+        return {'loss': self.name, 'mixing': self.mixing.name,
+                'w01': self.w01 if self.mixing.zero_one else None, 'w_abl': self.w_abl if self.needs_mc else None}
 
     def zero_one_losses(self, alphas: Sequence[torch.Tensor]) -> torch.Tensor:
         """``L01_g`` per alpha group (detached; zeros when the mixing has no zero-one term)."""
@@ -155,7 +155,8 @@ class FairLoss(SearchLoss):
             abl = ablation_losses(mc)
         del states
         correct = (logits.detach().argmax(1) == y).sum()
-        return ArchGradients(grads, ce.detach(), correct, int(y.numel()), self.zero_one_losses(alphas), mc, abl)
+        l01 = self.zero_one_losses(alphas)
+        return ArchGradients(grads, ce.detach(), correct, int(y.numel()), l01, mc, abl)
 
 
 class AblationLoss(FairLoss):
@@ -193,7 +194,8 @@ LOSSES: Dict[str, Type[SearchLoss]] = {c.name: c for c in (FairLoss, AblationLos
 """``--loss`` name -> loss class."""
 
 
-def build_loss(name: str, mixing: 'str | Mixing' = 'sigmoid', w01: float = 7.0, w_abl: float = 0.5) -> SearchLoss:
+def build_loss(name: str, mixing: 'str | Mixing' = 'sigmoid', w01: float = 7.0,
+               w_abl: float = 0.5) -> SearchLoss:
     """The loss ``name`` (``fair``, ``ablation``, ``ablation-grad``) for ``mixing``'s weights."""
     try:
         cls = LOSSES[name]

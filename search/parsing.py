@@ -1,8 +1,9 @@
 """Discretising the supernet's mixing weights into a genotype (D-DARTS paper Sec. 5.1: FairDARTS
 ``sparse`` / ``edge`` parsing with a threshold on ``sigmoid(alpha)``, or DARTS' top-2 ``darts`` parsing).
 
-``parse_cell`` turns one cell's ``[edges x ops]`` matrix of ``sigmoid(alpha)`` values into genes,
-``parse_genotype`` a whole supernet's matrices into a :class:`~ddarts_zoo.genotype.Genotype`.
+``parse_cell`` turns one cell's ``[edges x ops]`` matrix of mixing weights into genes, ``parse_genotype`` a
+whole supernet's matrices into a :class:`~ddarts_zoo.genotype.Genotype`.  ``darts`` parsing uses no
+threshold, so it also fits DARTS' softmax weights (``--mixing softmax``); the others need sigmoid weights.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _order_desc(values: Sequence[float]) -> List[int]:
 
 def parse_cell(weights: np.ndarray, op_names: Sequence[str], steps: int, method: str = 'sparse',
                threshold: float = 0.85) -> List[Edge]:
-    """Discretise one cell's mixing weights ``[edges x ops]`` (values of ``sigmoid(alpha)``).
+    """Discretise one cell's mixing weights ``[edges x ops]`` (``sigmoid(alpha)``, or softmax for ``darts``).
 
     Per intermediate node:
 

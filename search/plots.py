@@ -36,8 +36,9 @@ def _save(fig: Any, path: Path) -> str:
     return str(path)
 
 
-def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], steps: int, reductions: Sequence[int],
-                path: Path, threshold: Optional[float] = 0.85, label: str = 'sigmoid(alpha)') -> str:
+def plot_alphas(cell_weights: Sequence[np.ndarray], op_names: Sequence[str], steps: int,
+                reductions: Sequence[int], path: Path, threshold: Optional[float] = 0.85,
+                label: str = 'sigmoid(alpha)') -> str:
     """One heatmap of the mixing weights (``label``) per cell, with red dots where a weight reaches
     ``threshold`` (none when ``None``); cells of a shared group show the same matrix."""
     n = len(cell_weights)
@@ -91,8 +92,9 @@ def plot_run(run_dir: 'str | os.PathLike', history: List[Dict[str, Any]], net: A
              threshold: float = 0.85) -> List[str]:
     """Write every plot of a run under ``run_dir/plots``; returns the paths written."""
     out_dir = Path(run_dir) / 'plots'
-    written = [plot_alphas(net.cell_weights(), net.op_names, net.steps, net.reductions, out_dir / 'alphas.png',
-                           threshold if net.mixing.thresholded else None, net.mixing.label)]
+    written = [plot_alphas(net.cell_weights(), net.op_names, net.steps, net.reductions,
+                           out_dir / 'alphas.png', threshold if net.mixing.thresholded else None,
+                           net.mixing.label)]
     if not history:
         return written
     epochs = [h['epoch'] for h in history]

@@ -5,44 +5,15 @@ hyperparameters (Sec. 5.1: SGD 0.005 -> 0.001, momentum 0.9, wd 3e-4, clip 5; pe
 (0.9, 0.999), wd 1e-3, cosine to 1e-3; threshold 0.85; 8 cells, 4 steps, 50 epochs; Sec. 5.2.1: ``w01 = 7``,
 ``w_abl = 0.5``).  Command-line flags given explicitly override preset values.
 
-Sources (paper = Heuillet et al., D-DARTS, Tables 3-5):
-
-========================  =========  ========  =======  ======================================================
-preset                    dataset    loss      parsing  source
-========================  =========  ========  =======  ======================================================
-``dd1``                   cifar10    ablation  sparse   Table 3 (8 layers, sparse); Sec. 5.2.2 names DD-1
-                                                        L_abl-searched.  Published file:
-                                                        ``D-DARTS_threshold_sparse_cifar10_0.85_50``
-``dd2``                   cifar10    fair      edge     Table 3 (8 layers, edge); Sec. 5.2.2: L_fair-searched
-``dd3``                   cifar10    ablation  edge     Table 3 (14 layers, edge); Sec. 5.2.2: DD-3 is the
-                                                        L_abl counterpart of DD-2.  Not published: searched with
-                                                        8 cells (Sec. 5.1) and expanded to 14 (Algorithm 1)
-``dd4``                   cifar100   ablation  edge     Tables 3-4; file ``..._edge_abl0.5_fair7_cifar100_...``
-                                                        (8 layers; 14 with Algorithm 1)
-``dd5``                   cifar100   ablation  sparse   Table 4; file ``..._sparse_abl0.5_fair7_cifar100_...``
-``dd6``                   cifar100   fair      edge     Table 4 (8 and 14 layers); Sec. 5.2.2: L_fair
-                                                        counterpart of DD-4.  Not published
-``dd7``                   imagenet   ablation  edge     Table 5 (searched on ImageNet, 8 cells; batch 96,
-                                                        Sec. 5.1).  Not published; the loss column of Table 5
-                                                        is lost: L_abl assumed.  10 % sampled ImageNet
-                                                        (PC-DARTS style) is our choice, the paper is silent
-``do1-{resnet18,          cifar10    ablation  sparse   Table 3 (DO-1-*); DARTOpti, Sec. 4.4 and 5.1: baseline
-resnet50,xception}``                                    cells, 12-op space, C = 32 while searching, 5 weight
-                                                        pre-training epochs, early stopping (Sec. 5.4)
-``do2-{...}``             cifar100   ablation  sparse   Table 4 (DO-2-*), same recipe
-``quick``                 digits     ablation  sparse   not from the paper: the default ``python search/run.py``,
-                                                        a few-minute CPU search on the embedded digits
-``tiny``                  digits     ablation  sparse   not from the paper: seconds-long smoke test
-========================  =========  ========  =======  ======================================================
-
-All CIFAR / ImageNet presets use AMP and batch 128 (CIFAR) / 96 (ImageNet), Sec. 5.1.  The loss of the
-DARTOpti searches is not legible in the extracted tables; L_abl (the paper's method) is assumed.
+The provenance of every preset is :data:`PRESET_SOURCES`; :func:`preset_table` renders the presets as the
+Markdown table in README (a test keeps the two equal) and ``python search/run.py --help`` lists them.
+All CIFAR / ImageNet presets use AMP and batch 128 (CIFAR) / 96 (ImageNet), Sec. 5.1.
 """
 from __future__ import annotations
 
 from typing import Any, Dict
 
-__all__ = ['PRESETS', 'preset', 'PRESET_SOURCES']
+__all__ = ['PRESETS', 'preset', 'PRESET_SOURCES', 'preset_table']
 
 _CIFAR = dict(layers=8, channels=16, epochs=50, batch_size=128, amp=True, threshold=0.85, w01=7.0, w_abl=0.5)
 _DARTOPTI = dict(ops='dartopti', channels=32, pretrain_epochs=5, epochs=50, batch_size=128, amp=True,
@@ -73,20 +44,31 @@ for _tag, _dataset in (('do1', 'cifar10'), ('do2', 'cifar100')):
         PRESETS[f'{_tag}-{_base}'] = dict(_DARTOPTI, dataset=_dataset, baseline=_base)
 
 PRESET_SOURCES: Dict[str, str] = {
-    'dd1': 'paper Table 3 + Sec. 5.2.2 (DD-1: CIFAR-10, sparse, L_abl, 8 cells)',
-    'dd2': 'paper Table 3 + Sec. 5.2.2 (DD-2: CIFAR-10, edge, L_fair, 8 cells)',
-    'dd3': 'paper Table 3 + Sec. 5.2.2 (DD-3: CIFAR-10, edge, L_abl, 14 layers via Algorithm 1; unpublished)',
-    'dd4': 'paper Tables 3-4 (DD-4: CIFAR-100, edge, L_abl, 8 / 14 layers)',
-    'dd5': 'paper Table 4 (DD-5: CIFAR-100, sparse, L_abl, 8 cells)',
-    'dd6': 'paper Table 4 + Sec. 5.2.2 (DD-6: CIFAR-100, edge, L_fair, 8 / 14 layers; unpublished)',
-    'dd7': 'paper Table 5 + Sec. 5.1 (DD-7: searched on ImageNet, edge, 8 cells, batch 96; unpublished)',
-    'quick': 'not from the paper: a few-minute CPU search on the embedded digits',
+    'dd1': 'paper Table 3, Sec. 5.2.2 (DD-1; published as D-DARTS_threshold_sparse_cifar10_0.85_50)',
+    'dd2': 'paper Table 3, Sec. 5.2.2 (DD-2, searched with L_fair)',
+    'dd3': 'paper Table 3, Sec. 5.2.2 (DD-3: the L_abl counterpart of DD-2, 14 layers by Algorithm 1); unpublished',
+    'dd4': 'paper Tables 3-4 (DD-4, 8 / 14 layers)',
+    'dd5': 'paper Table 4 (DD-5)',
+    'dd6': 'paper Table 4, Sec. 5.2.2 (DD-6: the L_fair counterpart of DD-4); unpublished',
+    'dd7': 'paper Table 5, Sec. 5.1 (DD-7, batch 96; loss column lost: L_abl assumed; the 10 % ImageNet '
+           'sample is our choice); unpublished',
+    'quick': 'not from the paper: the default, a few-minute CPU search on the embedded digits at 8 px',
     'tiny': 'not from the paper: a seconds-long smoke test (3 cells, 2 nodes, 10 % of digits)',
 }
 for _k in PRESETS:
     if _k.startswith('do'):
-        PRESET_SOURCES[_k] = (f'paper Table {3 if _k.startswith("do1") else 4} + Sec. 4.4/5.1/5.4 (DARTOpti from '
-                              f'{_k.split("-")[1]}, {"CIFAR-10" if _k.startswith("do1") else "CIFAR-100"}, sparse)')
+        PRESET_SOURCES[_k] = (f'paper Table {3 if _k.startswith("do1") else 4}, Sec. 4.4, 5.1, 5.4 (DARTOpti from '
+                              f'{_k.split("-")[1]}: C = 32, 5 pre-training epochs, early stopping; loss column '
+                              'lost: L_abl assumed)')
+
+
+def preset_table() -> str:
+    """The presets as a Markdown table: dataset, loss, parsing and source of each."""
+    rows = ['| preset | dataset | loss | parsing | source |', '|---|---|---|---|---|']
+    for name, values in PRESETS.items():
+        dataset = values['dataset'] + (f' ({values["subset"]:.0%})' if values.get('subset') else '')
+        rows.append(f'| {name} | {dataset} | {values["loss"]} | {values["parse"]} | {PRESET_SOURCES[name]} |')
+    return '\n'.join(rows)
 
 
 def preset(name: str) -> Dict[str, Any]:

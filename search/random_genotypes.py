@@ -51,16 +51,18 @@ class SearchSpace:
         if parsing not in PARSINGS:
             raise RandomGenotypeError(f'parsing {parsing!r}: choose one of {", ".join(PARSINGS)}')
         if steps < 1 or not op_names:
-            raise RandomGenotypeError(f'a cell space needs >= 1 node and >= 1 op (got {steps}, {list(op_names)})')
+            raise RandomGenotypeError(f'a cell space needs >= 1 node and >= 1 op '
+                                      f'(got {steps}, {list(op_names)})')
         self.op_names, self.steps, self.parsing = tuple(op_names), steps, parsing
         n_ops = len(self.op_names)
         if parsing == 'edge':   # a slot per edge (to, src): 0, 1 or 2 distinct ops
             self.slots: List[Tuple[int, ...]] = [(to, src) for to, src in edge_pairs(steps)]
             self.weights = [[comb(n_ops, n) for n in range(3)] for _ in self.slots]
-        else:                   # a slot per node: 0..2 edges (darts: exactly 2), distinct sources, any op each
+        else:                   # a slot per node: 0..2 edges (darts: 2), distinct sources, any op each
             self.slots = [(to,) for to in range(2, steps + 2)]
             lo = 2 if parsing == 'darts' else 0
-            self.weights = [[comb(to, n) * n_ops ** n if n >= lo else 0 for n in range(3)] for (to,) in self.slots]
+            self.weights = [[comb(to, n) * n_ops ** n if n >= lo else 0 for n in range(3)]
+                            for (to,) in self.slots]
         self._ways = self._count_ways()
 
     def _count_ways(self) -> List[List[int]]:
@@ -104,7 +106,8 @@ def _all_live(gene: Sequence[Edge]) -> bool:
     return bool(gene) and all(e.src in live for e in gene)
 
 
-def sample_cell(space: SearchSpace, num_ops: Optional[int], rng: random.Random, max_tries: int = 10_000) -> List[Edge]:
+def sample_cell(space: SearchSpace, num_ops: Optional[int], rng: random.Random,
+                max_tries: int = 10_000) -> List[Edge]:
     """A cell of ``space`` with ``num_ops`` operations (any number when ``None``), every one on a live node.
 
     Uniform over such cells: uniform draws of the parsing's form, rejected until no edge is dead.
@@ -116,7 +119,8 @@ def sample_cell(space: SearchSpace, num_ops: Optional[int], rng: random.Random, 
         gene = space.draw(num_ops, rng)
         if _all_live(gene):
             return gene
-    raise RandomGenotypeError(f'no {space.parsing} cell with {num_ops} live operation(s) in {max_tries} draws')
+    raise RandomGenotypeError(f'no {space.parsing} cell with {num_ops} live operation(s) '
+                              f'in {max_tries} draws')
 
 
 def live_op_counts(genotype: Genotype) -> List[int]:
@@ -131,7 +135,8 @@ def space_of(reference: Genotype, parsing: Optional[str] = None,
     parsing = parsing or meta.get('parsing') or 'sparse'
     ops = op_names or meta.get('op_names') or OP_SPACES.get(reference.op_space)
     if not ops:
-        raise RandomGenotypeError(f'{reference.name or "reference genotype"}: custom operations; pass op_names')
+        raise RandomGenotypeError(f'{reference.name or "reference genotype"}: custom operations; '
+                                  f'pass op_names')
     steps = steps or meta.get('steps') or max(e.to for g in reference.genes for e in g) - 1
     return SearchSpace(ops, int(steps), parsing)
 
@@ -155,9 +160,10 @@ def sample_genotype(reference: Genotype, seed: int, index: int = 0, *, match: st
     rng = random.Random(f'ddarts-zoo random genotype {seed}:{index}')
     counts = live_op_counts(reference) if match != 'none' else [None] * reference.num_cells
     target = _cell_op_params(reference, width) if match == 'params' else 0
-    meta: Dict[str, object] = dict(source='search/random_genotypes.py', parsing=space.parsing, steps=space.steps,
-                                   op_names=list(space.op_names), seed=seed, index=index, match=match,
-                                   reference=reference.name, reference_ops=sum(live_op_counts(reference)))
+    meta: Dict[str, object] = dict(source='search/random_genotypes.py', parsing=space.parsing,
+                                   steps=space.steps, op_names=list(space.op_names), seed=seed,
+                                   index=index, match=match, reference=reference.name,
+                                   reference_ops=sum(live_op_counts(reference)))
     best = None
     for _ in range(max_tries if match == 'params' else 1):
         genes = [sample_cell(space, k, rng) for k in counts]
@@ -181,13 +187,17 @@ def sample_genotypes(reference: Genotype, n: int, seed: int = 0, **kwargs) -> Li
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog='python search/random_genotypes.py', description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(prog='python search/random_genotypes.py',
+                                description=__doc__.split('\n\n')[0])
     p.add_argument('reference', help='searched genotype (JSON / authors\' text file or shipped name)')
     p.add_argument('--n', type=int, default=10, help='how many (10)')
     p.add_argument('--seed', type=int, default=0, help='seed (0)')
-    p.add_argument('--match', choices=MATCH_MODES, default='ops', help='what to match (ops: live op count per cell)')
-    p.add_argument('--band', type=float, default=0.2, help='with --match params: allowed relative difference (0.2)')
-    p.add_argument('--width', type=int, default=16, help='with --match params: network width C for the count (16)')
+    p.add_argument('--match', choices=MATCH_MODES, default='ops',
+                   help='what to match (ops: the live op count of every cell)')
+    p.add_argument('--band', type=float, default=0.2,
+                   help='with --match params: allowed relative difference (0.2)')
+    p.add_argument('--width', type=int, default=16,
+                   help='with --match params: network width C of the count (16)')
     p.add_argument('--parse', choices=PARSINGS, default=None, help="the cell form (default: the reference's)")
     p.add_argument('--out', type=Path, default=Path('runs/random'), help='output folder (runs/random)')
     args = p.parse_args(argv)

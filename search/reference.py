@@ -3,7 +3,7 @@
 Marginal contributions come from whole forward passes that keep their graphs, then every alpha group gets
 its own ``backward(retain_graph=True)`` of ``L_g = L_CE + w01 L01_g + w_abl L_abl_g`` (paper Eq. 9), with all
 gradients (weights included) computed and cleared in between.  Used by ``search/bench.py`` (to time it) and
-by the equivalence tests (it must give the gradients of :func:`search.step.architecture_gradients`).
+by the equivalence tests (it must give the gradients of :meth:`search.losses.SearchLoss.gradients`).
 :func:`build_agents` gives every alpha group its own Adam, as the authors do: the reference of the one
 multi-tensor :class:`search.arch_optimizer.ArchOptimizer` the search uses.
 """

@@ -24,22 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-# Before torch loads OpenMP: idle threads sleep instead of spinning (spinning collapses under contention).
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-
-if __package__ in (None, ''):  # run as a script: make `import search` and `import ddarts_zoo` work
-    _ROOT = Path(__file__).resolve().parent.parent
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
-
-from search.presets import PRESET_SOURCES, PRESETS, preset  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
-from search.losses import LOSSES  # noqa: E402
-from search.mixing import MIXINGS  # noqa: E402
-from search.supernet import CELL_MODES  # noqa: E402
-from search.searcher import Searcher  # noqa: E402
-from search.step import NonFiniteLossError  # noqa: E402
-from ddarts_zoo.errors import UserError, run_cli, user_errors  # noqa: E402
+from search.presets import PRESET_SOURCES, PRESETS, preset
+from search.config import SearchConfig
+from search.losses import LOSSES
+from search.mixing import MIXINGS
+from search.supernet import CELL_MODES
+from search.searcher import Searcher
+from search.step import NonFiniteLossError
+from ddarts_zoo.errors import UserError, run_cli, user_errors
 
 __all__ = ['build_parser', 'config_from_args', 'main']
 

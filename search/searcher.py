@@ -371,8 +371,9 @@ class Searcher:
                 self.logs.info(f'could not derive a {cfg.derive_layers}-cell genotype: {err}')
         if cfg.plots:
             self.logs.plots(self.history, self.net, cfg.threshold)
-        self.logs.info(f'\nsearch finished after {epochs_done} epoch(s)' + (' (early stop)' if self.stopped_early
-                                                                          else '') + f'; run directory {self.run_dir}')
-        self.logs.info(end_of_search_text(self.run_dir, genos, cfg.parse, self.logs.written, cfg.dataset, cfg.data))
+        stop = ' (early stop)' if self.stopped_early else ''
+        self.logs.info(f'\nsearch finished after {epochs_done} epoch(s){stop}; run directory {self.run_dir}')
+        self.logs.info(end_of_search_text(self.run_dir, genos, cfg.parse, self.logs.written, cfg.dataset,
+                                          cfg.data))
         self.ctx.barrier()
         return SearchResult(self.run_dir, genos, self.history, self.stopped_early, epochs_done)

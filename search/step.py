@@ -1,7 +1,8 @@
-"""One search step (paper Sec. 4.2, first order): the architecture update of every cell, then the weight update.
+"""One search step (paper Sec. 4.2, first order): the architecture update of every cell, then the weight
+update.
 
-:class:`SearchUpdates` holds the search's :class:`~search.losses.SearchLoss` (which computes every alpha group's
-gradient, :mod:`search.losses`), every alpha group's Adam step as one multi-tensor update
+:class:`SearchUpdates` holds the search's :class:`~search.losses.SearchLoss` (which computes every alpha
+group's gradient, :mod:`search.losses`), every alpha group's Adam step as one multi-tensor update
 (:class:`search.arch_optimizer.ArchOptimizer`) and one SGD step of the weights on cross entropy; gradients
 are averaged across ranks; AMP with a ``GradScaler`` for float16 (an overflow skips the update and lowers the
 scale); optional CUDA graphs (:mod:`search.graphs`).  Each update reads its finite flags with one
@@ -17,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ddarts_zoo.utils.amp import amp_dtype, autocast, make_grad_scaler, parse_amp_dtype
+from ddarts_zoo.utils.amp import amp_dtype, autocast, make_grad_scaler, parse_amp_dtype, unscale_and_clip_
 from ddarts_zoo.utils.dist import DistContext, allreduce_mean_
 
 from .arch_optimizer import ArchOptimizer
@@ -228,11 +229,7 @@ class SearchUpdates:
         loss, correct = self._weight_call(x, y)
         grads = [p.grad for p in self.w_params]
         allreduce_mean_(grads, self.ctx)
-        self.w_scaler.unscale_(self.w_opt)
-        if self.cfg.grad_clip:
-            norm = nn.utils.clip_grad_norm_(self.w_params, self.cfg.grad_clip)
-        else:
-            norm = nn.utils.get_total_norm(grads)
+        norm = unscale_and_clip_(self.w_scaler, self.w_opt, self.w_params, self.cfg.grad_clip)
         loss_ok, grads_ok, stats_ok = self._read_flags(torch.isfinite(loss), torch.isfinite(norm),
                                                        self.bn_state.finite())
         if loss_ok and grads_ok and stats_ok:

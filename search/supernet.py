@@ -15,7 +15,7 @@ the op list; a cell's output is the channel concatenation of its last ``multipli
 
 The forward pass takes the mixing weights as an argument (``weights[i]`` is cell ``i``'s ``[edges x ops]``
 tensor).  This is what lets the search switch a single cell "off" (random mixing weights) and rerun only
-the cells after it, see :func:`search.losses.marginal_contributions`.
+the cells after it, see :func:`search.marginal.marginal_contributions`.
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ class SuperNet(CellNetwork, nn.Module):
         return [per_group[k] for k in self.group_of_cell]
 
     def alpha_entropies(self) -> List[float]:
-        """How undecided each cell's mixing weights are (:meth:`search.mixing.Mixing.entropy`; host values)."""
+        """How undecided each cell's mixing weights are (:meth:`search.mixing.Mixing.entropy`, host floats)."""
         return [float(self.mixing.entropy(self.alpha_of_cell(i))) for i in range(self.layers)]
 
     # ------------------------------------------------------------------ forward

@@ -30,8 +30,9 @@ RUNS: Dict[str, List[str]] = {
     'search-fair': SEARCH + ['--loss', 'fair'],
     'search-ablation': SEARCH + ['--loss', 'ablation'],
     'search-ablation-grad': SEARCH + ['--loss', 'ablation-grad'],
-    'search-dartopti-fp16': SEARCH + ['--baseline', 'resnet18', '--epochs', '2', '--pretrain-epochs', '1',
-                                      '--amp', '--amp-dtype', 'float16'],
+    # bfloat16 needs no loss scaling, so no step is skipped (skipped fp16 steps now restore BN statistics)
+    'search-dartopti-bf16': SEARCH + ['--baseline', 'resnet18', '--epochs', '2', '--pretrain-epochs', '1',
+                                      '--amp', '--amp-dtype', 'bfloat16'],
     'train': TRAIN,
 }
 

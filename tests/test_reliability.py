@@ -159,6 +159,100 @@ ROWS += [  # item 6 and item 3: the search's run directory, --resume auto, the c
         '--dist-timeout must be > 0 seconds, got 0'),
 ]
 
+
+_GENOTYPE = {'format': 'ddarts-zoo/genotype', 'version': 1, 'num_cells': 1, 'reductions': [], 'concat': [2, 3],
+             'genes': [[['sep_conv_3x3', 2, 0], ['skip_connect', 3, 2]]], 'seq': [0]}
+
+
+def _genotype_file(**changes) -> Callable[[Path], None]:
+    """``prepare``: ``{tmp}/g.json``, a valid 1-cell genotype (nodes 2..3) with ``changes`` applied
+    (``edges=[...]`` appended to its gene, ``drop=key`` removing a field)."""
+    def prepare(tmp: Path) -> None:
+        import json
+        doc = json.loads(json.dumps(_GENOTYPE))
+        doc['genes'][0] += changes.pop('edges', [])
+        doc.pop(changes.pop('drop', None), None)
+        doc.update(changes)
+        (tmp / 'g.json').write_text(json.dumps(doc))
+    return prepare
+
+
+_TRAIN = ('train', '--dataset', 'digits', '--epochs', '1', '--init-channels', '4', '--out', '{tmp}/out')
+ROWS += [  # item 5 and item 6: genotypes (every field checked; the error names cell, edge and field)
+    Row('train-genotype-unknown-name', 'ddarts-zoo', _TRAIN + ('--genotype', 'nosuch'),
+        "genotype 'nosuch' is neither a shipped name (dd1, dd2,"),
+    Row('train-genotype-missing-file', 'ddarts-zoo', _TRAIN + ('--genotype', '{tmp}/none.json'),
+        "genotype file '{tmp}/none.json' does not exist"),
+    Row('train-genotype-random-bytes', 'ddarts-zoo', _TRAIN + ('--genotype', '{tmp}/g.json'),
+        'g.json (4096 bytes) is not a genotype file', _random_file('g.json')),
+    Row('train-genotype-empty-cell', 'ddarts-zoo', _TRAIN + ('--genotype', '{tmp}/g.json'),
+        'cell 0, field "genes": no intermediate node has a live input',
+        _genotype_file(genes=[[['sep_conv_3x3', 3, 2]]], seq=None, concat=None)),
+    Row('train-genotype-node-17', 'ddarts-zoo', _TRAIN + ('--genotype', '{tmp}/g.json'),
+        """cell 0 (genes[0]), edge 2 ('sep_conv_3x3', 17, 2), field "to": node 17 is not a node of the cell: """
+        'its nodes are 2..3', _genotype_file(edges=[['sep_conv_3x3', 17, 2]])),
+    Row('stats-genotype-concat', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        'field "concat": must be consecutive node indices in 2..64, got [1, 2]', _genotype_file(concat=[1, 2])),
+    Row('stats-genotype-concat-before-nodes', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        """edge 1 ('skip_connect', 3, 2), field "to": node 3 is not a node of the cell: its nodes are 2..2""",
+        _genotype_file(concat=[2])),
+    Row('stats-genotype-num-cells', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        'field "num_cells": 99 does not match the 1 cells listed', _genotype_file(num_cells=99)),
+    Row('stats-genotype-op-space', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        """field "op_space": unknown op space 'nosuch'""", _genotype_file(op_space='nosuch')),
+    Row('stats-genotype-unknown-op', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        """edge 2 ('conv_9x9', 3, 0), field "op": unknown operation 'conv_9x9'""",
+        _genotype_file(edges=[['conv_9x9', 3, 0]])),
+    Row('stats-genotype-duplicate-edge', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        """edge 2 ('sep_conv_3x3', 2, 0), field "genes": duplicate of edge 0""",
+        _genotype_file(edges=[['sep_conv_3x3', 2, 0]])),
+    Row('stats-genotype-no-format', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        'field "format": missing', _genotype_file(drop='format')),
+    Row('stats-genotype-version', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        'field "version": genotype format version 7 is not supported', _genotype_file(version=7)),
+    Row('stats-genotype-reductions', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        'field "reductions": reduction index 3 is outside the 1 cells', _genotype_file(reductions=[3])),
+    Row('stats-genotype-wrong-type', 'ddarts-zoo', ('stats', '{tmp}/g.json'),
+        """edge 2 ('sep_conv_3x3', '3', 0), field "to": node indices must be integers""",
+        _genotype_file(edges=[['sep_conv_3x3', '3', 0]])),
+]
+
+_TRAIN_FORMAT = {'format': 'ddarts-zoo/train-checkpoint'}
+ROWS += [  # items 1, 2 and 6: final training (`ddarts-zoo train`): its --resume files and its options
+    Row('train-resume-code', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/evil.pth'),
+        'evil.pth', _evil('evil.pth', _TRAIN_FORMAT)),
+    Row('train-resume-random', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/c.pth'),
+        'c.pth (4096 bytes): not a PyTorch tensor file; expected a checkpoint written by ddarts-zoo train',
+        _random_file('c.pth')),
+    Row('train-resume-empty', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/c.pth'),
+        'c.pth (0 bytes): the file is empty', _random_file('c.pth', size=0)),
+    Row('train-resume-incomplete', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/c.pth'),
+        'no model_name, model_args, model, optimizer, scaler, rng in it; expected a checkpoint written by',
+        lambda tmp: atomic_write(tmp / 'c.pth', {**_TRAIN_FORMAT, 'version': 2, 'epoch': 1})),
+    Row('train-resume-missing', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/none.pth'),
+        '--resume: no checkpoint at {tmp}/none.pth (missing)'),
+    Row('train-resume-search-checkpoint', 'ddarts-zoo', _TRAIN + ('--resume', '{tmp}/run/checkpoint.pt'),
+        "holds 'ddarts-zoo/search-checkpoint', not a checkpoint written by ddarts-zoo train",
+        lambda tmp: atomic_write(tmp / 'run' / 'checkpoint.pt', {'format': SEARCH_FORMAT, 'version': 2})),
+    Row('train-out-holds-a-run', 'ddarts-zoo', _TRAIN,
+        'already holds a run ({tmp}/out/checkpoint.pth); continue it with --resume auto', _files('out/checkpoint.pth')),
+    Row('train-model-unknown', 'ddarts-zoo', _TRAIN + ('--model', 'nosuch'),
+        "--model 'nosuch': not a registered timm model"),
+    Row('train-model-args-not-json', 'ddarts-zoo', _TRAIN + ('--model-args', '{init_channels: 4}'),
+        "--model-args '{init_channels: 4}': not valid JSON"),
+    Row('train-model-kwargs-unknown', 'ddarts-zoo', _TRAIN + ('--model-kwargs', '{"nosuch": 1}'),
+        '--model-args {"nosuch": 1}: ddarts_dd1_cifar does not accept them'),
+    Row('train-cifar-missing', 'ddarts-zoo', _TRAIN + ('--dataset', 'cifar10', '--data', '{tmp}/cifar'),
+        "cifar10 was not found under --data '{tmp}/cifar'"),
+    Row('train-lr-negative', 'ddarts-zoo', _TRAIN + ('--lr', '-1'), '--lr must be a positive number, got -1.0'),
+    Row('train-subset-too-large', 'ddarts-zoo', _TRAIN + ('--train-subset', '5000'),
+        '--train-subset 5000: the training split has only 1438 images'),
+    Row('train-image-size-too-small', 'ddarts-zoo', _TRAIN + ('--image-size', '20'),
+        '--image-size 20: 20 px inputs are too small for ddarts_dd1_cifar'),
+    Row('train-device-cuda', 'ddarts-zoo', _TRAIN + _CUDA_ARGS, f'--device {_CUDA_ARGS[1]}'),
+]
+
+
 def _fill(text: str, tmp: Path) -> str:
     return text.replace('{tmp}', str(tmp))
 
@@ -309,6 +403,18 @@ def test_disk_full_keeps_the_previous_file(writer, tmp_path: Path, monkeypatch) 
     assert snapshot(tmp_path) == before and safe_torch_load(target, expected='x') == {'epoch': 1}
     with pytest.raises(DiskFullError, match='nothing was written'):
         atomic_write(tmp_path / 'new.pt', {'epoch': 2})
+    assert snapshot(tmp_path) == before
+
+
+def test_disk_full_in_an_export_folder_keeps_the_previous_folder(tmp_path: Path) -> None:
+    from ddarts_zoo.utils.io import atomic_dir
+    with atomic_dir(tmp_path / 'export') as folder:
+        (folder / 'config.json').write_text('{"v": 1}')
+    before = snapshot(tmp_path)
+    with pytest.raises(DiskFullError, match=r'writing .*export; the previous export is intact'):
+        with atomic_dir(tmp_path / 'export') as folder:
+            (folder / 'config.json').write_text('{"v": 2}')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / 'model.safetensors'))
     assert snapshot(tmp_path) == before
 
 

@@ -18,6 +18,8 @@ from ..genotype import Genotype, GenotypeError
 __all__ = ['get', 'names', 'info', 'load_genotype', 'GENOTYPE_DIR']
 
 GENOTYPE_DIR = Path(__file__).resolve().parent
+GENOTYPE_SUFFIXES = ('.json', '.txt')
+"""Suffixes of genotype files (JSON, the authors' text form): a missing ``x.json`` is a missing file."""
 
 
 @lru_cache(maxsize=None)
@@ -56,6 +58,9 @@ def load_genotype(source: Union[str, 'os.PathLike[str]', Genotype, Mapping[str, 
             return get(text)
         if os.path.exists(text):
             return Genotype.load(text)
+        if os.sep in text or Path(text).suffix in GENOTYPE_SUFFIXES:
+            raise GenotypeError(f'genotype file {text!r} does not exist (shipped genotypes are named: '
+                                f'{", ".join(names())})')
         raise GenotypeError(f'genotype {text!r} is neither a shipped name ({", ".join(names())}) '
                             f'nor an existing file')
     raise GenotypeError(f'cannot make a genotype from {type(source).__name__}')

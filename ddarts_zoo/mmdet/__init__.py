@@ -1,7 +1,9 @@
 """MMDetection 3 integration (needs the ``det`` extra): ``DDartsBackbone`` and the digits-det dataset.
 
-Importing this package registers ``DDartsBackbone`` in mmdet's ``MODELS``; configs reach it with
-``custom_imports = dict(imports=['ddarts_zoo.mmdet'], allow_failed_imports=False)``.
+Importing this package (configs do it with ``custom_imports = dict(imports=['ddarts_zoo.mmdet'],
+allow_failed_imports=False)``, so mmdet's own tools do it too) registers ``DDartsBackbone`` in mmdet's
+``MODELS``, ``DigitsDetDataset`` in ``DATASETS``, ``CPUDistributedDataParallel`` in ``MODEL_WRAPPERS``, and
+the globals of mmengine's checkpoints for torch's weights-only loading (:mod:`.checkpoints`).
 ``import ddarts_zoo`` alone never imports mmdet.
 """
 from __future__ import annotations
@@ -21,7 +23,12 @@ from ._compat import patch_mmengine_package_utils
 patch_mmengine_package_utils()  # mmdet:: config paths without pkg_resources (setuptools >= 82)
 
 from .backbone import DDartsBackbone, backbone_levels, ddarts_model_names
-from .digits_det import DIGITS_DET_CLASSES, ensure_digits_det, generate_digits_det
+from .checkpoints import register_checkpoint_globals
+from .cpu_dist import CPUDistributedDataParallel
+from .dataset import DigitsDetDataset
+from .digits_det import DIGITS_DET_CLASSES, check_digits_det, ensure_digits_det, generate_digits_det
 
-__all__ = ['DDartsBackbone', 'backbone_levels', 'ddarts_model_names', 'DIGITS_DET_CLASSES',
-           'ensure_digits_det', 'generate_digits_det']
+register_checkpoint_globals()
+
+__all__ = ['DDartsBackbone', 'backbone_levels', 'ddarts_model_names', 'DIGITS_DET_CLASSES', 'DigitsDetDataset',
+           'CPUDistributedDataParallel', 'check_digits_det', 'ensure_digits_det', 'generate_digits_det']

@@ -1,4 +1,4 @@
-"""Checkpoints of both training loops (the search and final training): tagged, versioned, atomic, tensors only.
+"""Checkpoints of both training loops (search and final training): tagged, versioned, atomic, tensors only.
 
 A checkpoint is a dict with ``format`` (which loop wrote it) and ``version`` (its layout) next to the loop's
 own payload.  :func:`save_checkpoint` writes it atomically (a reader sees the previous checkpoint or the new
@@ -20,8 +20,8 @@ from .dist import DistContext
 from .io import atomic_write, safe_torch_load
 from .seed import capture_rng_state, restore_rng_state
 
-__all__ = ['save_checkpoint', 'load_checkpoint', 'gather_rng_states', 'restore_rank_rng', 'remove_stale_temps',
-           'UNVERSIONED']
+__all__ = ['save_checkpoint', 'load_checkpoint', 'gather_rng_states', 'restore_rank_rng',
+           'remove_stale_temps', 'UNVERSIONED']
 
 PathLike = Union[str, 'os.PathLike[str]']
 UNVERSIONED = 1

@@ -8,6 +8,7 @@ single process and every collective below is a no-op.  Every collective fails af
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Iterator, List, Optional, Sequence
@@ -19,8 +20,8 @@ from torch.utils.data import Sampler
 
 from ..errors import UserError
 
-__all__ = ['DEFAULT_DIST_TIMEOUT_S', 'DistContext', 'init_distributed', 'elastic_restart_count',
-           'allreduce_mean_', 'any_rank', 'broadcast_module_', 'EpochShardSampler']
+__all__ = ['DEFAULT_DIST_TIMEOUT_S', 'DistContext', 'check_device', 'init_distributed',
+           'elastic_restart_count', 'allreduce_mean_', 'broadcast_module_', 'EpochShardSampler']
 
 DEFAULT_DIST_TIMEOUT_S = 600.0
 
@@ -82,6 +83,21 @@ def _attempt_store(world: int, timeout: timedelta) -> Optional[dist.Store]:
     return dist.PrefixStore(f'ddarts-zoo/{run_id}/attempt-{elastic_restart_count()}', store)
 
 
+def check_device(device: Optional[str]) -> None:
+    """Raise :class:`UserError` unless ``device`` is ``'auto'`` / None, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``
+    of this machine (the ``--device`` option of the search and of final training)."""
+    match = re.fullmatch(r'(auto|cpu|cuda)(?::(\d+))?', device or 'auto')
+    if match is None or (match.group(2) is not None and match.group(1) != 'cuda'):
+        raise UserError(f"--device {device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if match.group(1) == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f'--device {device}: CUDA is not available on this machine '
+                            f"(use --device cpu or 'auto')")
+        if match.group(2) is not None and int(match.group(2)) >= count:
+            raise UserError(f'--device {device}: this machine has {count} CUDA device(s)')
+
+
 def init_distributed(device: Optional[str] = 'auto', timeout_s: Optional[float] = None) -> DistContext:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else a single process.
 
@@ -126,15 +142,6 @@ def allreduce_mean_(tensors: Sequence[torch.Tensor], ctx: DistContext) -> None:
         n = t.numel()
         t.copy_(flat[offset:offset + n].view_as(t))
         offset += n
-
-
-def any_rank(flag: bool, ctx: DistContext) -> bool:
-    """True on every rank when ``flag`` is true on at least one."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
 
 
 def broadcast_module_(module: nn.Module, ctx: DistContext, buffers_only: bool = False) -> None:

@@ -64,7 +64,7 @@ class EpochLog:
 
     The CSV is rewritten atomically after every epoch; a run resumed at ``start_epoch`` keeps the earlier rows
     and TensorBoard drops the events the interrupted run wrote from there on.  A scalar's tag is its column
-    with the first ``_`` turned into ``/`` (``train_loss`` -> ``train/loss``).  Disabled: every call is a no-op.
+    with the first ``_`` turned into ``/`` (``train_loss`` -> ``train/loss``).  Disabled: calls are no-ops.
     """
 
     def __init__(self, csv_path: Path, columns: Sequence[str], enabled: bool = True, start_epoch: int = 0,

@@ -153,28 +153,6 @@ def test_seeded_search_ablation_grad_moves_alphas_ablation_does_not(tmp_path):
         assert len(hist[-1]['mc']) == 3 and all(v == v for v in hist[-1]['mc'])
 
 
-@pytest.mark.slow
-def test_experiment_command_writes_table_json_and_plot(tmp_path):
-    import json
-    from search.ablation_experiment import main
-    out = tmp_path / 'exp'
-    argv = ['--out', str(out), '--seeds', '0', '1', '--layers', '2', '--channels', '2', '--epochs', '1',
-            '--batch-size', '16', '--search-args', '{"subset": 0.2, "steps": 2}', '--train-channels', '2',
-            '--train-epochs', '1']
-    assert main(argv) == 0
-    table = (out / 'results.md').read_text()
-    for loss in ('fair', 'ablation', 'ablation-grad'):
-        assert f'| {loss} |' in table
-    records = json.loads((out / 'results.json').read_text())['records']
-    assert len(records) == 6 and all(0.0 <= r['top1'] <= 100.0 for r in records)
-    for seed in (0, 1):   # seeded, ablation finds fair's genotype and reuses its training
-        by_loss = {r['loss']: r for r in records if r['seed'] == seed}
-        assert by_loss['ablation']['genes'] == by_loss['fair']['genes']
-        assert by_loss['ablation']['same_as'] == 'fair'
-    assert (out / 'marginal_contributions.png').stat().st_size > 1000
-    assert main(argv) == 0   # a second run reuses every finished search and training
-
-
 def test_authors_reference_rejects_ablation_grad():
     from search.reference import reference_architecture_gradients
     net, x, y, rand = make_case('per-cell')

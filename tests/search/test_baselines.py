@@ -1,4 +1,4 @@
-"""The DARTS / FairDARTS baselines as modes of the same search: ``--cells shared`` and ``--mixing softmax``."""
+"""The DARTS / FairDARTS baselines as modes of the same search: ``--cells shared``, ``--mixing softmax``."""
 import copy
 import os
 import shlex
@@ -132,11 +132,11 @@ def test_method_options_are_checked():
 
 @pytest.mark.slow
 def test_darts_mode_from_the_command_line_then_its_training_command(tmp_path):
-    """``--cells shared --mixing softmax``: darts genotypes only, the summary, and a training command that runs."""
+    """``--cells shared --mixing softmax``: darts genotypes only, the summary, a training command that runs."""
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     cmd = [sys.executable, 'search/run.py', '--preset', 'tiny', '--layers', '4', '--epochs', '1',
-           '--cells', 'shared', '--mixing', 'softmax', '--loss', 'fair', '--out', str(tmp_path), '--name', 'darts',
-           '--no-progress', '--no-tensorboard']
+           '--cells', 'shared', '--mixing', 'softmax', '--loss', 'fair', '--out', str(tmp_path),
+           '--name', 'darts', '--no-progress', '--no-tensorboard']
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / 'darts'
@@ -146,13 +146,15 @@ def test_darts_mode_from_the_command_line_then_its_training_command(tmp_path):
     assert all(len(gene) == 4 for gene in geno.genes)   # darts parsing: 2 edges for each of the 2 nodes
     assert geno.genes[0] == geno.genes[3] and geno.genes[1] == geno.genes[2]
     out = proc.stdout
-    assert 'darts genotype per cell' in out and str(run / 'genotype_darts.json') in out and 'Genotype(' not in out
+    assert 'darts genotype per cell' in out and str(run / 'genotype_darts.json') in out
+    assert 'Genotype(' not in out
     train = [line.strip() for line in out.splitlines() if line.strip().startswith('ddarts-zoo train')]
     assert len(train) == 1 and f'--genotype {run / "genotype.json"}' in train[0]
     args = shlex.split(train[0])[2:]
     args[args.index('--out') + 1] = str(tmp_path / 'train')
-    proc = subprocess.run([sys.executable, '-m', 'ddarts_zoo', 'train', *args, '--epochs', '1', '--max-steps', '2',
-                           '--threads', '1', '--no-progress'], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    train_cmd = [sys.executable, '-m', 'ddarts_zoo', 'train', *args, '--epochs', '1', '--max-steps', '2',
+                 '--threads', '1', '--no-progress']
+    proc = subprocess.run(train_cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list((tmp_path / 'train').glob('checkpoint*')), sorted(p.name for p in (tmp_path / 'train').iterdir())
+    written = sorted(p.name for p in (tmp_path / 'train').iterdir())
+    assert any(name.startswith('checkpoint') for name in written), written

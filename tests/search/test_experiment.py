@@ -3,6 +3,7 @@ import json
 import math
 import struct
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,16 @@ def test_tiny_experiment_end_to_end_then_everything_reused(tmp_path, capsys):
     again = json.loads((out / 'results.json').read_text())['records']
     assert [r['top1'] for r in again] == [r['top1'] for r in records]
 
+    # a search killed before its first checkpoint leaves a folder without results: it is redone, and being
+    # seeded finds the same genotype, whose training is reused
+    fair_dir = Path(by_arm['fair']['run_dir'])
+    for name in ('checkpoint.pt', 'genotype.json'):
+        (fair_dir / name).unlink()
+    assert main(['--out', str(out)] + TINY) == 0
+    third = capsys.readouterr().out
+    assert third.count('(ran)') == 1 and f'search {fair_dir.name}' in third
+    assert json.loads((out / 'results.json').read_text())['units_ran'] == 1
+
 
 def test_training_units_are_named_by_genotype_recipe_and_seed(tmp_path):
     args = build_parser().parse_args(['--out', str(tmp_path)] + TINY)
@@ -88,3 +99,14 @@ def test_statistics_against_hand_computed_values():
     splits = [abs(sum(c) / 3 - (sum(pooled) - sum(c)) / 4) for c in combinations(pooled, 3)]
     assert permutation_p(a, b) == sum(x >= obs - 1e-12 for x in splits) / len(splits)
     assert permutation_p(a, b, exact_limit=1, draws=4000) == pytest.approx(permutation_p(a, b), abs=0.02)
+
+
+def test_one_experiment_per_output_folder(tmp_path):
+    from ddarts_zoo.errors import UserError
+    from search.unit_runner import exclusive
+    with exclusive(tmp_path):
+        with pytest.raises(UserError, match='another experiment is running'):
+            with exclusive(tmp_path):
+                pass
+    with exclusive(tmp_path):   # released with its holder
+        pass

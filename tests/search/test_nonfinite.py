@@ -8,6 +8,7 @@ import torch
 from search.checkpoint import load_checkpoint
 from search.nonfinite import NonFiniteEvaluationWarning, nonfinite_tensors, warn_nonfinite_metrics
 from search.searcher import Searcher
+from search.step import NonFiniteLossError
 from search_configs import tiny
 
 
@@ -114,3 +115,18 @@ def test_metric_warning_and_tensor_scan():
         assert warn_nonfinite_metrics({'epoch': 1, 'valid_loss': 0.1, 'arch_ce': None}) is None
     state = {'model': {'a': torch.zeros(2), 'n': torch.tensor(3)}, 'opt': [{'m': torch.tensor([1.0, float('nan')])}]}
     assert nonfinite_tensors(state) == ['opt.0.m']
+
+
+def test_a_state_holding_a_nan_is_never_checkpointed(tmp_path):
+    """Whatever made a tensor NaN (here: a callback, after the last step of epoch 2), its epoch's checkpoint
+    is refused with an error naming the tensor, and epoch 1's checkpoint stays."""
+    def poison(searcher, epoch, step):
+        if epoch == 1 and step == 1:
+            with torch.no_grad():
+                searcher.net.alphas[0][0, 0] = float('nan')
+
+    s = Searcher(tiny(tmp_path, 'poisoned', epochs=2, max_steps_per_epoch=2, eval=False), step_callback=poison)
+    with pytest.raises(NonFiniteLossError, match=r'epoch 2: 1 tensor\(s\) of the search state hold NaN/inf '
+                                                 r'\(model.alphas.0\); its checkpoint was not written'):
+        s.run()
+    assert load_checkpoint(tmp_path / 'poisoned')['epoch'] == 1

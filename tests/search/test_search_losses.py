@@ -38,7 +38,8 @@ def test_loss_objects_say_what_they_need():
     assert (fair.graph_capture, abl.graph_capture, grad.graph_capture) == (True, True, False)
     assert (fair.w01, fair.w_abl, abl.w_abl) == (7.0, 0.0, 0.5)
     darts = build_loss('fair', 'softmax')   # softmax weights have no zero-one term
-    assert darts.w01 == 0.0 and darts.meta() == {'loss': 'fair', 'mixing': 'softmax', 'w01': None, 'w_abl': None}
+    assert darts.w01 == 0.0
+    assert darts.meta() == {'loss': 'fair', 'mixing': 'softmax', 'w01': None, 'w_abl': None}
     with pytest.raises(ValueError, match='unknown loss'):
         build_loss('nope')
 

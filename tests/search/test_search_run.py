@@ -107,3 +107,9 @@ def test_resume_flag_rejects_a_missing_run(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode != 0 and 'no search checkpoint' in proc.stderr
+
+
+def test_readme_preset_table_is_generated_from_the_presets():
+    from search.presets import preset_table
+    readme = (Path(__file__).resolve().parents[2] / 'README.md').read_text()
+    assert preset_table() in readme, 'README preset table is stale: paste search.presets.preset_table()'

@@ -1,4 +1,5 @@
-"""The search loop: determinism, resume after SIGKILL, early stopping, AMP, non-finite losses."""
+"""The search loop: determinism, resume after SIGKILL, run directories and --resume auto, early stopping, AMP,
+non-finite losses."""
 import json
 import os
 import signal

@@ -210,6 +210,15 @@ def test_truncated_local_file_names_the_file(tmp_path):
         timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
 
 
+def test_random_pickle_weights_file_names_file_and_size(tmp_path):
+    """A ``.pth`` / ``.bin`` weights file is read with ``weights_only=True``; garbage is a named error."""
+    bad = tmp_path / 'weights.bin'
+    bad.write_bytes(bytes(range(256)) * 8)
+    msg = _raises_fast(CorruptWeightsError, model_name=DD1, pretrained=True,
+                       pretrained_cfg_overlay=dict(file=str(bad)))
+    assert f'{bad} (2048 bytes): not a PyTorch tensor file' in msg and 'weights_only' not in msg
+
+
 def test_shape_mismatch_names_the_keys():
     with pytest.raises(WeightsMismatchError) as info:
         timm.create_model(DD1, pretrained=True, init_channels=6,

@@ -7,6 +7,7 @@ them fast where the check allows: cells, strides and pruning do not depend on th
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -14,8 +15,10 @@ import timm
 import torch
 
 import ddarts_zoo  # noqa: F401  (registers the models)
+from ddarts_zoo import genotypes as shipped
 from ddarts_zoo.data import DATASETS
-from ddarts_zoo.genotype import DeadNodeWarning
+from ddarts_zoo.errors import UserError
+from ddarts_zoo.genotype import DeadNodeWarning, GenotypeError, reduction_positions
 from ddarts_zoo.zoo import PAPER_MODELS
 
 NAMES = timm.list_models('ddarts_*')
@@ -130,6 +133,39 @@ def test_features_only_agrees_with_forward_intermediates(name):
         assert torch.equal(early_final, inter[1]) and all(torch.equal(a, b) for a, b in zip(early, inter[:2]))
     with pytest.raises(ValueError, match='NCHW'):
         plain.forward_intermediates(x, output_fmt='NHWC')
+
+
+@pytest.mark.parametrize('out_indices', [(), [], 0, 4, (3,), (0, -4)])
+def test_features_only_without_a_valid_level_is_a_named_error(out_indices):
+    """``out_indices`` selecting no level (empty, a count of 0, an index past the 3 levels) is refused with an
+    error listing the levels, not timm's "max() arg is an empty sequence" or an assertion."""
+    with pytest.raises(UserError, match=rf'feature indices {re.escape(repr(out_indices))} select no valid '
+                                        r'level: give None \(all\), a count 1..3 or .* \(0: cells.1 \(stride 1\), 1: cells.5 '):
+        _create('ddarts_dd1_cifar', features_only=True, out_indices=out_indices, **NARROW)
+    model = _create('ddarts_dd1_cifar', features_only=True, out_indices=(0, -1), **NARROW)
+    assert model.feature_info.module_name() == ['cells.1', 'cells.7']
+
+
+@pytest.mark.parametrize('layers', [1, 2, 3, 5, 11])
+def test_any_number_of_cells_builds(layers):
+    """``layers`` below the genotype's cell count works as the search places reductions (1-2 cells: reduction
+    cells only), so a searched 1- or 2-cell network and a shallow version of a published one both build."""
+    model = _create('ddarts_genotype_cifar', genotype='dd1', layers=layers, **NARROW)
+    assert len(model.cells) == layers and model.genotype.reductions == reduction_positions(layers)
+    x = _input(model, 2, size=32)
+    assert model(x).shape == (2, 10)
+    assert model.feature_info[-1]['reduction'] == 2 ** len(model.genotype.reductions)
+    with pytest.raises(GenotypeError, match=r'field "layers": expand\(layers=0\)'):
+        _create('ddarts_genotype_cifar', genotype='dd1', layers=0, **NARROW)
+
+
+def test_invalid_genotype_argument_names_cell_edge_and_field():
+    doc = shipped.get('dd1').to_dict()
+    doc['genes'][1].append(['sep_conv_3x3', 17, 2])
+    with pytest.raises(GenotypeError, match=r"""cell 1 \(genes\[1\]\), edge 8 \('sep_conv_3x3', 17, 2\), field .to"""):
+        _create('ddarts_genotype_cifar', genotype=doc, **NARROW)
+    with pytest.raises(GenotypeError, match=r"genotype 'dd9' is neither a shipped name \(dd1, "):
+        _create('ddarts_genotype_cifar', genotype='dd9', **NARROW)
 
 
 @pytest.mark.parametrize('name', NAMES)

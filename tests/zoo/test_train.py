@@ -62,7 +62,7 @@ def test_tiny_run_writes_checkpoint_logs_and_metrics(tmp_path):
     out = tmp_path / 'run'
     assert train(*TINY, '--epochs', '1', '--out', str(out)) == 0
     ckpt = torch.load(out / 'checkpoint.pth', map_location='cpu', weights_only=True)  # tensors only
-    assert ckpt['format'] == CHECKPOINT_FORMAT and ckpt['version'] == CHECKPOINT_VERSION and ckpt['epoch'] == 1
+    assert (ckpt['format'], ckpt['version'], ckpt['epoch']) == (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, 1)
     assert ckpt['model_name'] == 'ddarts_dd5_cifar' and ckpt['model_args'] == dict(
         num_classes=10, in_chans=1, init_channels=4)
     assert len(ckpt['rng']) == 1 and ckpt['args']['seed'] == 3   # one process's RNG state; the options
@@ -79,6 +79,7 @@ def test_tiny_run_writes_checkpoint_logs_and_metrics(tmp_path):
     assert not [p for p in out.rglob('*.tmp')]
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_exactly_also_from_the_unversioned_format(tmp_path):
     straight, first = tmp_path / 'straight', tmp_path / 'first'
     assert train(*TINY, '--epochs', '2', '--out', str(straight)) == 0
@@ -105,32 +106,26 @@ def test_resume_continues_bit_exactly_also_from_the_unversioned_format(tmp_path)
     assert not list(old.glob('.*.tmp'))   # the stale temporary file was removed
 
 
-def test_resume_auto_starts_a_fresh_run_and_a_plain_start_never_overwrites_one(tmp_path, capsys):
+def test_resume_auto_starts_and_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     out = tmp_path / 'run'
-    assert train(*TINY, '--epochs', '1', '--max-steps', '1', '--out', str(out), '--resume', 'auto') == 0
+    assert train(*TINY, '--epochs', '1', '--max-steps', '1', '--eval-interval', '0', '--out', str(out),
+                 '--resume', 'auto') == 0   # nothing to resume: a fresh run
     before = (out / 'checkpoint.pth').read_bytes()
-    capsys.readouterr()
-    assert train(*TINY, '--epochs', '1', '--max-steps', '1', '--out', str(out)) == 2
-    err = capsys.readouterr().err
-    assert 'already holds a run' in err and '--resume auto' in err
-    assert (out / 'checkpoint.pth').read_bytes() == before
-
-
-def test_resume_refuses_another_model_or_a_missing_checkpoint(tmp_path, capsys):
-    out = tmp_path / 'run'
-    assert train(*TINY, '--epochs', '1', '--max-steps', '1', '--out', str(out)) == 0
-    before = (out / 'checkpoint.pth').read_bytes()
-    capsys.readouterr()
-    assert train(*TINY, '--epochs', '2', '--out', str(out), '--resume', '--init-channels', '6') == 2
-    err = capsys.readouterr().err
-    assert err.startswith('error: ') and "'init_channels': 6" in err and err.count('\n') == 1
-    assert (out / 'checkpoint.pth').read_bytes() == before
+    refused = {('--epochs', '1'): ['already holds a run', '--resume auto'],   # never overwrites a run
+               ('--epochs', '2', '--resume', '--init-channels', '6'): ["'init_channels': 6"]}
+    for argv, messages in refused.items():
+        capsys.readouterr()
+        assert train(*TINY, *argv, '--max-steps', '1', '--out', str(out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and err.count('\n') == 1 and all(m in err for m in messages), err
+        assert (out / 'checkpoint.pth').read_bytes() == before
     assert train(*TINY, '--out', str(tmp_path / 'nothing'), '--resume') == 2
     assert 'no checkpoint at' in capsys.readouterr().err and not (tmp_path / 'nothing').exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_the_previous_checkpoint_intact(tmp_path, capsys, monkeypatch):
-    """ENOSPC on epoch 2's checkpoint: one error line, exit 2, epoch 1's checkpoint intact, no temporary file."""
+    """ENOSPC on epoch 2's checkpoint: one error line, exit 2, epoch 1's checkpoint intact, no temporary."""
     import ddarts_zoo.utils.io as io
     writes = []
     real_write = io._write_tensors
@@ -169,17 +164,48 @@ def test_a_diverging_run_stops_before_updating_anything(tmp_path, capsys):
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items()) and not opt.state
 
 
-def test_train_subset_is_seeded_and_reported(tmp_path):
+def test_train_subset_is_seeded():
     data = torch.utils.data.TensorDataset(torch.arange(100))
-    pick = lambda size, seed: sorted(int(data[i][0]) for i in train_subset(data, size, seed).indices)  # noqa: E731
+
+    def pick(size, seed):
+        return sorted(int(data[i][0]) for i in train_subset(data, size, seed).indices)
+
     assert pick(10, 1) == pick(10, 1) != pick(10, 2) and len(pick(10, 1)) == 10 == len(set(pick(10, 1)))
     assert len(pick(0.25, 0)) == 25
     with pytest.raises(TrainConfigError, match='only 100 images'):
         train_subset(data, 101, 0)
+
+
+@pytest.mark.slow
+def test_train_subset_run_reports_what_it_trained_on(tmp_path):
     out = tmp_path / 'run'
     assert train(*TINY, '--epochs', '1', '--max-steps', '1', '--train-subset', '48', '--out', str(out)) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
-    assert metrics['train_images'] == 48 and metrics['num_images'] == 359 and metrics['recipe']['train_subset'] == 48
+    assert (metrics['train_images'], metrics['num_images']) == (48, 359)
+    assert metrics['recipe']['train_subset'] == 48
+
+
+def test_trains_on_an_image_folder_at_a_chosen_size(tmp_path):
+    from tests.image_trees import make_tree
+    make_tree(tmp_path / 'data', 'RGB', per_class=10)   # 3 classes; 24 train / 6 held-out images
+    out = tmp_path / 'run'
+    assert train(*TINY, '--dataset', 'folder', '--data', str(tmp_path / 'data'), '--image-size', '20',
+                 '--aux-weight', '0', '--batch-size', '8', '--epochs', '1', '--out', str(out)) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['model_args'] == dict(num_classes=3, in_chans=3, init_channels=4)
+    assert (metrics['image_size'], metrics['train_images'], metrics['num_images']) == (20, 24, 6)
+    assert (out / 'data_stats.json').is_file()   # the folder's statistics, cached in the run directory
+
+
+def test_digits_at_another_size():
+    from dataclasses import replace
+    from ddarts_zoo.data import DATASETS, build_dataset
+    info = replace(DATASETS['digits'], image_size=16)
+    train_tf, _ = build_transforms('digits', 16, False, info=info)
+    x, _ = build_dataset('digits', 'train', image_size=16, transform=train_tf)[0]
+    assert x.shape == (1, 16, 16)
+    with pytest.raises(TrainConfigError, match='--image-size applies to digits and folder'):
+        parse('--dataset', 'cifar10', '--data', '/x', '--image-size', '16')
 
 
 def test_shard_sampler_covers_the_split_once():
@@ -191,8 +217,9 @@ def test_shard_sampler_covers_the_split_once():
     assert len(flat) == len(set(flat)) == 99 and all(len(s) == 33 for s in trains)
 
 
+@pytest.mark.slow
 def test_amp_on_cpu_trains_with_finite_weights(tmp_path):
-    """bfloat16 on a CPU: channels-last is off by default there (its dilated-conv backward gives NaN grads)."""
+    """bfloat16 on a CPU: channels-last is off by default there (its dilated-conv backward gives NaNs)."""
     out = tmp_path / 'amp'
     assert train(*TINY, '--model', 'ddarts_dd1_cifar', '--epochs', '1', '--max-steps', '3', '--amp',
                  '--out', str(out)) == 0
@@ -206,19 +233,22 @@ def test_unscale_and_clip_is_the_update_sequence_of_both_loops():
     p = nn.Parameter(torch.zeros(4))
     opt = torch.optim.SGD([p], lr=1.0)
     scaler = torch.amp.GradScaler('cpu', init_scale=8.0)   # float16 path on the CPU
-    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0]) * 8.0
+    scaler.scale(p.sum()).backward()
+    p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0]) * 8.0   # as if the scaled loss had these gradients
     norm = unscale_and_clip_(scaler, opt, [p], max_norm=1.0)
     assert float(norm) == 5.0 and torch.allclose(p.grad, torch.tensor([0.6, 0.8, 0.0, 0.0]))
     p.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])
     off = torch.amp.GradScaler('cpu', enabled=False)
-    assert float(unscale_and_clip_(off, opt, [p], max_norm=0)) == 5.0 and float(p.grad[1]) == 4.0  # not clipped
+    assert float(unscale_and_clip_(off, opt, [p], max_norm=0)) == 5.0
+    assert float(p.grad[1]) == 4.0  # not clipped
     p.grad = torch.tensor([float('inf'), 0.0, 0.0, 0.0])
     assert not torch.isfinite(unscale_and_clip_(off, opt, [p], max_norm=0))
 
 
 def test_checkpoint_helpers_check_format_and_version(tmp_path):
     path = save_checkpoint(tmp_path / 'c.pt', {'w': torch.ones(2)}, kind='k', version=3)
-    assert torch.equal(load_checkpoint(path, kind='k', versions=(3,), what='a k checkpoint')['w'], torch.ones(2))
+    loaded = load_checkpoint(path, kind='k', versions=(3,), what='a k checkpoint')
+    assert torch.equal(loaded['w'], torch.ones(2)) and loaded['version'] == 3
     with pytest.raises(UnreadableFileError, match=r"c\.pt \(\d+ bytes\): holds 'k', not a j checkpoint"):
         load_checkpoint(path, kind='j', versions=(3,), what='a j checkpoint')
     with pytest.raises(UnreadableFileError, match='checkpoint version 3 is not supported'):
@@ -250,9 +280,11 @@ def test_recipe_defaults_per_dataset_and_checks():
         (128, 0.0, True, 16, 600)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     bad = {('--dataset', 'cifar100'): '--data is required', ('--lr', '0'): '--lr must be a positive',
-           ('--epochs', '0'): '--epochs must be >= 1', ('--drop-path', '1'): '--drop-path must be in [0, 1)',
+           ('--epochs', '0'): '--epochs must be >= 1',
+           ('--drop-path', '1'): r'--drop-path must be in \[0, 1\)',
            ('--min-lr', '1'): '--min-lr 1.0 is above --lr', ('--train-subset', '2.5'): '--train-subset',
-           ('--model', 'dd1', '--genotype', 'dd1'): 'exclude each other', ('--grad-clip', '-1'): '--grad-clip',
+           ('--model', 'dd1', '--genotype', 'dd1'): 'exclude each other',
+           ('--grad-clip', '-1'): '--grad-clip must be >= 0',
            ('--model-args', '[]'): 'expected a JSON object', ('--model', 'nosuch'): "--model 'nosuch'"}
     for argv, message in bad.items():
         with pytest.raises(TrainConfigError if argv[0] != '--model-args' else ValueError, match=message):
@@ -267,9 +299,10 @@ def test_ddp_gloo_genotype_run_and_export(tmp_path):
     genotypes.get('dd1').save(geno)
     out = tmp_path / 'ddp'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'ddarts_zoo',
-           'train', '--genotype', str(geno), '--model-args', '{"init_channels": 4}', '--batch-size', '16', '--max-steps', '1',
-           '--epochs', '1', '--no-progress', '--out', str(out), '--aux-weight', '0']
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           '-m', 'ddarts_zoo', 'train', '--genotype', str(geno), '--model-args', '{"init_channels": 4}',
+           '--batch-size', '16', '--max-steps', '1', '--epochs', '1', '--no-progress', '--out', str(out),
+           '--aux-weight', '0']
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())

@@ -1,9 +1,11 @@
-"""``ddarts-zoo train`` under ``torchrun --max-restarts 1``: a worker SIGKILLed mid-run is restarted, resumes the
-run from its last checkpoint by itself (``--resume auto``) and ends with the weights of an uninterrupted run."""
+"""``ddarts-zoo train`` under ``torchrun --max-restarts 1``: a worker SIGKILLed mid-run is restarted,
+resumes the run from its last checkpoint by itself (``--resume auto``) and ends with an uninterrupted run's
+weights."""
 from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import torch
 from ddarts_zoo.train import load_train_checkpoint
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not sys.platform.startswith('linux'), reason='finds the worker through /proc')]
+              pytest.mark.skipif(not sys.platform.startswith('linux'), reason='finds the worker in /proc')]
 
 TRAIN = ['--model', 'ddarts_dd5_cifar', '--init-channels', '4', '--batch-size', '16', '--max-steps', '6',
          '--epochs', '4', '--eval-interval', '0', '--no-progress', '--threads', '1', '--seed', '3',
@@ -79,7 +81,7 @@ def test_killed_worker_restarts_and_matches_an_uninterrupted_run(tmp_path):
     kill_rank1_after_first_epoch(killed, tmp_path / 'killed', token)
     log_killed = killed.communicate(timeout=300)[0]
     assert killed.returncode == 0, log_killed[-3000:]
-    assert 'resumed' in log_killed and 'at epoch 1/4' in log_killed, log_killed[-3000:]  # not started over
+    assert re.search(r'resumed .* at epoch [123]/4', log_killed), log_killed[-3000:]  # not started over
 
     a = load_train_checkpoint(tmp_path / 'straight' / 'checkpoint.pth')
     b = load_train_checkpoint(tmp_path / 'killed' / 'checkpoint.pth')
