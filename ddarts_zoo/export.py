@@ -37,12 +37,12 @@ def _fmt_int(n: Optional[int]) -> str:
 
 
 def install_note(model_name: str) -> list:
-    """The card's first lines: timm alone does not know ``model_name``; how to install and import ddarts-zoo."""
+    """The card's first lines: timm alone does not know ``model_name``; how to install, import ddarts-zoo."""
     return [
         f'> **Needs the `ddarts-zoo` package.** timm alone does not know `{model_name}` and stops with '
-        f'`RuntimeError: Unknown model ({model_name})`. Install it (`pip install ddarts-zoo`, or `pip install -e .` '
-        f'in a clone of the ddarts-zoo repository) and run `import ddarts_zoo` before `timm.create_model(...)`: '
-        f'the import registers the `ddarts_*` models with timm.',
+        f'`RuntimeError: Unknown model ({model_name})`. Install it (`pip install ddarts-zoo`, or '
+        f'`pip install -e .` in a clone of the ddarts-zoo repository) and run `import ddarts_zoo` before '
+        f'`timm.create_model(...)`: the import registers the `ddarts_*` models with timm.',
     ]
 
 
@@ -73,8 +73,8 @@ def model_card(*, name: str, model_name: str, model_args: Mapping[str, Any], dat
         f'packaged for [timm](https://github.com/huggingface/pytorch-image-models) by ddarts-zoo.', '',
         '## Model details', '',
         f'- **Architecture**: `{model_name}` with `{json.dumps(shown_args, sort_keys=True)}`\n{geno_line.rstrip()}',
-        f'- **Parameters**: {_fmt_int(params)} (the network as `timm.create_model` loads it: no auxiliary head, '
-        f'no module that the output does not read)',
+        f'- **Parameters**: {_fmt_int(params)} (the network as `timm.create_model` loads it: no auxiliary '
+        f'head, no module that the output does not read)',
         f'- **MACs**: {_fmt_int(macs)} at input {tuple(input_size)}',
         f'- **Dataset**: {dataset}: {DATASET_NOTES.get(dataset, "see the training recipe")}',
     ]

@@ -1,10 +1,10 @@
 """The step, epoch and evaluation loops of final-network training (:mod:`ddarts_zoo.train`).
 
 A step: forward (with the auxiliary head), backward through the AMP scaler, then the update sequence shared
-with the search (:func:`~ddarts_zoo.utils.amp.unscale_and_clip_`).  The update is taken only when the
-gradient norm is finite; DDP has averaged the gradients, so every rank takes the same decision.  With the
-float16 scaler a non-finite norm is an overflow (the scaler skips the update and lowers its scale, as
-``GradScaler`` does); otherwise training stops with :class:`TrainingDivergedError` before any state changes.
+with the search (:func:`~ddarts_zoo.utils.amp.unscale_and_clip_`).  A non-finite loss stops training with
+:class:`TrainingDivergedError` before the update.  So does a non-finite gradient norm (DDP has averaged the
+gradients, so every rank decides alike), except with the float16 scaler, where it is an overflow: the scaler
+skips the update and lowers its scale, as ``GradScaler`` does.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     scaler.scale(loss).backward()
     params = [p for group in optimizer.param_groups for p in group['params'] if p.grad is not None]
     norm = unscale_and_clip_(scaler, optimizer, params, cfg.grad_clip)
-    if not scaler.is_enabled() and not (torch.isfinite(norm) and torch.isfinite(loss.detach())):
+    if not torch.isfinite(loss.detach()) or (not scaler.is_enabled() and not torch.isfinite(norm)):
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDivergedError(f'{where}: the loss is {loss.item():.4g} and the gradient norm '
                                     f'{norm.item():.4g}; no update was applied (lower --lr, or train without '

@@ -24,12 +24,12 @@ held-out split: digits' fixed 20 % test split, the CIFAR test set, ImageNet val)
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Dict
 
-from ..errors import UserError
 from ..data.info import DATASET_NAMES
+from ..errors import UserError
 from ..train_config import RESUME_AUTO, RESUME_LAST, TrainConfig
+from .export import parse_json_object
 
 __all__ = ['add_arguments', 'config_from_args', 'run']
 
@@ -117,13 +117,11 @@ def _run_arguments(g: argparse._ArgumentGroup) -> None:
 
 
 def _json_object(flag: str, text: str) -> Dict[str, Any]:
+    """``text`` parsed as a JSON object; anything else is a :class:`UserError` naming ``flag``."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f'{flag} {text!r}: not valid JSON ({err.msg} at character {err.pos})') from None
-    if not isinstance(value, dict):
-        raise UserError(f'{flag} {text!r}: expected a JSON object such as \'{{"init_channels": 16}}\'')
-    return value
+        return parse_json_object(text)
+    except argparse.ArgumentTypeError as err:
+        raise UserError(f'{flag} {text!r}: {err}') from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

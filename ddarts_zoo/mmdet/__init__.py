@@ -30,5 +30,6 @@ from .digits_det import DIGITS_DET_CLASSES, check_digits_det, ensure_digits_det,
 
 register_checkpoint_globals()
 
-__all__ = ['DDartsBackbone', 'backbone_levels', 'ddarts_model_names', 'DIGITS_DET_CLASSES', 'DigitsDetDataset',
-           'CPUDistributedDataParallel', 'check_digits_det', 'ensure_digits_det', 'generate_digits_det']
+__all__ = ['DDartsBackbone', 'backbone_levels', 'ddarts_model_names', 'DIGITS_DET_CLASSES',
+           'DigitsDetDataset', 'CPUDistributedDataParallel', 'check_digits_det', 'ensure_digits_det',
+           'generate_digits_det']

@@ -34,8 +34,8 @@ def prepare_cpu_distributed(cfg) -> bool:
         return False
     backend = (cfg.get('env_cfg') or {}).get('dist_cfg', {}).get('backend', 'gloo')
     if backend != 'gloo':
-        raise UserError(f"env_cfg.dist_cfg.backend={backend!r} needs GPUs and this machine has none; on CPU pass "
-                        f"--cfg-options env_cfg.dist_cfg.backend=gloo")
+        raise UserError(f"env_cfg.dist_cfg.backend={backend!r} needs GPUs and this machine has none; "
+                        f"on CPU pass --cfg-options env_cfg.dist_cfg.backend=gloo")
     init_distributed('cpu')
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     if wrapper.get('type', 'MMDistributedDataParallel') != 'MMDistributedDataParallel':

@@ -29,8 +29,9 @@ from ..data import digits_arrays, digits_split_indices
 from ..errors import UserError
 from ..utils.io import atomic_dir
 
-__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'PREPARE_COMMAND', 'DigitsDetMissingError',
-           'generate_digits_det', 'ensure_digits_det', 'read_digits_det_meta', 'check_digits_det']
+__all__ = ['DIGITS_DET_CLASSES', 'DEFAULT_PARAMS', 'MASK_THRESHOLD', 'PREPARE_COMMAND',
+           'DigitsDetMissingError', 'generate_digits_det', 'ensure_digits_det', 'read_digits_det_meta',
+           'check_digits_det']
 
 FORMAT_VERSION = 1
 DIGITS_DET_CLASSES: Tuple[str, ...] = tuple(str(d) for d in range(10))
@@ -138,7 +139,7 @@ def _render_split(split: str, p: Dict[str, Any], out_dir: Path) -> Dict[str, Any
 
 
 def read_digits_det_meta(root: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
-    """The ``meta.json`` of a complete digits-det folder, or ``None`` (missing, incomplete or not digits-det)."""
+    """The ``meta.json`` of a complete digits-det folder (``None``: missing, incomplete, not digits-det)."""
     try:
         meta = json.loads((Path(root) / 'meta.json').read_text())
     except (OSError, json.JSONDecodeError):
@@ -201,7 +202,8 @@ def ensure_digits_det(root: Union[str, os.PathLike], **params: Any) -> Path:
         if meta.get('format') != FORMAT_VERSION or meta.get('params') != p:
             raise UserError(f'digits-det: {path} holds a data set generated with {meta.get("params")} '
                              f'(format {meta.get("format")}), not {p} (format {FORMAT_VERSION}); '
-                             f'remove it, choose another folder or regenerate it (`ddarts-zoo digits-det --overwrite`)')
+                             f'remove it, choose another folder or regenerate it '
+                            f'(`ddarts-zoo digits-det --overwrite`)')
         return path
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f'digits-det: {path} exists but is not a complete digits-det folder '

@@ -110,7 +110,7 @@ def _run(argv: Optional[List[str]]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line; bad input (a missing data set, a wrong config field) is one ``error:`` line, exit code 2."""
+    """Command line; bad input (missing data set, wrong config field) is one ``error:`` line, exit code 2."""
     return run_cli(_run, sys.argv[1:] if argv is None else argv)
 
 

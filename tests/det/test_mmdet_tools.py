@@ -24,6 +24,7 @@ try:
     import mmcv.ops  # noqa: F401
     import mmdet
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmdet.registry import DATASETS
 
     from ddarts_zoo.mmdet.checkpoints import MMENGINE_CHECKPOINT_GLOBALS
@@ -50,7 +51,8 @@ def _env() -> Dict[str, str]:
 def _run(args: List[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True,
                           timeout=timeout)
-    assert proc.returncode == 0, f'{args[:4]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+    assert proc.returncode == 0, \
+        f'{args[:4]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
     return proc
 
 
@@ -58,7 +60,8 @@ def _options(name: str, iters: int = ITERS) -> List[str]:
     """Short schedule, a small held-out subset, every box kept (a few iterations pass no score threshold)."""
     ann = 'annotations/val-small.json'
     score = 'model.test_cfg.rcnn.score_thr=0.0' if name == 'mask-rcnn' else 'model.test_cfg.score_thr=0.0'
-    return ['train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+    return ['train_dataloader.batch_size=2', f'train_cfg.max_iters={iters}',
+            f'train_cfg.val_interval={iters}',
             f'default_hooks.checkpoint.interval={iters}', 'default_hooks.logger.interval=1',
             f'val_dataloader.dataset.ann_file={ann}', f'test_dataloader.dataset.ann_file={ann}',
             f'val_evaluator.ann_file=data/digits-det/{ann}', f'test_evaluator.ann_file=data/digits-det/{ann}',
@@ -89,7 +92,7 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def trained(workspace) -> Dict[str, Path]:
-    """Both digits-det configs trained for a few iterations by mmdet's tools/train.py (validation at the end)."""
+    """Both digits-det configs trained for a few iterations by mmdet's tools/train.py, then validated."""
     if not (TOOLS / 'train.py').is_file():
         pytest.skip(f'the installed mmdet has no tools folder ({TOOLS})')
     work = {}
@@ -104,12 +107,13 @@ def trained(workspace) -> Dict[str, Path]:
 def test_missing_digits_det_names_the_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = Config.fromfile(str(CONFIGS['retinanet']))
-    with pytest.raises(DigitsDetMissingError, match=r'data/digits-det .* does not exist; .*'
-                                                    r'`ddarts-zoo digits-det --out data/digits-det`'):
-        DATASETS.build(cfg.train_dataloader.dataset)
-    (tmp_path / 'data' / 'digits-det').mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match='is incomplete'):
-        DATASETS.build(cfg.val_dataloader.dataset)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        with pytest.raises(DigitsDetMissingError, match=r'data/digits-det .* does not exist; .*'
+                                                        r'`ddarts-zoo digits-det --out data/digits-det`'):
+            DATASETS.build(cfg.train_dataloader.dataset)
+        (tmp_path / 'data' / 'digits-det').mkdir(parents=True)
+        with pytest.raises(FileNotFoundError, match='is incomplete'):
+            DATASETS.build(cfg.val_dataloader.dataset)
 
 
 @pytest.mark.slow
@@ -117,8 +121,9 @@ def test_missing_digits_det_names_the_command(tmp_path, monkeypatch):
 def test_tools_test_reproduces_the_validation(name, trained, workspace):
     work = trained[name]
     test_dir = workspace / f'test-{name}'
-    _run([sys.executable, TOOLS / 'test.py', CONFIGS[name], work / f'iter_{ITERS}.pth', '--work-dir', test_dir,
-          '--cfg-options', *_options(name), f'test_evaluator.outfile_prefix={test_dir}/test'], workspace)
+    _run([sys.executable, TOOLS / 'test.py', CONFIGS[name], work / f'iter_{ITERS}.pth',
+          '--work-dir', test_dir, '--cfg-options', *_options(name),
+          f'test_evaluator.outfile_prefix={test_dir}/test'], workspace)
     val = _scalars(work, '*/vis_data/scalars.json')
     test = _scalars(test_dir, '*/*.json')
     kinds = ('bbox', 'segm') if name == 'mask-rcnn' else ('bbox',)
@@ -141,18 +146,39 @@ def test_checkpoint_needs_exactly_the_registered_globals(trained):
     for name, work in trained.items():
         ckpt = work / f'iter_{ITERS}.pth'
         needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(ckpt)))
-        registered = {f'{g.__module__}.{g.__qualname__}' for g in MMENGINE_CHECKPOINT_GLOBALS}
+        registered = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+                      for g in MMENGINE_CHECKPOINT_GLOBALS}
         assert needed <= registered, needed - registered
         state = torch.load(ckpt, map_location='cpu', weights_only=True)
         assert state['meta']['iter'] == ITERS and state['meta']['dataset_meta']['classes'][9] == '9'
         assert type(state['message_hub']['log_scalars']['train/loss']).__name__ == 'HistoryBuffer'
 
 
+class _GetattrEscape:
+    """Pickles as ``getattr(numpy.ndarray, 'tofile')``: what a crafted checkpoint would try."""
+
+    def __reduce__(self):
+        return getattr, (np.ndarray, 'tofile')
+
+
+def test_weights_only_still_refuses_other_objects(tmp_path):
+    import pickle
+    torch.save({'state_dict': {}, 'hook': _GetattrEscape()}, tmp_path / 'crafted.pth')
+    refused = r"getattr\(<class 'numpy.ndarray'>, 'tofile'\) is not allowed"
+    with pytest.raises(pickle.UnpicklingError, match=refused):
+        torch.load(tmp_path / 'crafted.pth', weights_only=True)
+    import shutil
+    torch.save({'state_dict': {}, 'call': shutil.rmtree}, tmp_path / 'rmtree.pth')
+    with pytest.raises(pickle.UnpicklingError, match='Unsupported global: GLOBAL shutil.rmtree'):
+        torch.load(tmp_path / 'rmtree.pth', weights_only=True)
+
+
 @pytest.mark.slow
 def test_tools_train_resume(trained, workspace):
     work = trained['retinanet']
     proc = _run([sys.executable, TOOLS / 'train.py', CONFIGS['retinanet'], '--work-dir', work, '--resume',
-                 '--cfg-options', *_options('retinanet', iters=ITERS + 1)], workspace)
+                 '--cfg-options', *_options('retinanet', iters=ITERS + 1),
+                 'default_hooks.checkpoint.max_keep_ckpts=2'], workspace)  # keep iter_2 for the other tests
     assert f'resumed epoch: 0, iter: {ITERS}' in proc.stdout + proc.stderr
     state = torch.load(work / f'iter_{ITERS + 1}.pth', map_location='cpu', weights_only=True)
     assert state['meta']['iter'] == ITERS + 1
@@ -163,43 +189,45 @@ def test_tools_train_resume(trained, workspace):
 INFERENCE = '''
 import json, sys
 from mmdet.apis import DetInferencer, inference_detector, init_detector
-config, ckpt, image = sys.argv[1:4]
-inferencer = DetInferencer(model=config, weights=ckpt, device='cpu', show_progress=False)
-pred = inferencer(image, no_save_vis=True, no_save_pred=True, return_vis=False)['predictions'][0]
-model = init_detector(config, ckpt, device='cpu')
-sample = inference_detector(model, image)
-boxes = sample.pred_instances.bboxes.tolist()
-print(json.dumps({'inferencer': pred, 'boxes': boxes, 'labels': sample.pred_instances.labels.tolist(),
-                  'scores': sample.pred_instances.scores.tolist(),
-                  'masks': list(sample.pred_instances.masks.shape) if 'masks' in sample.pred_instances else None,
-                  'classes': list(model.dataset_meta['classes'])}))
+results = []
+for config, ckpt, image in json.loads(sys.argv[1]):
+    inferencer = DetInferencer(model=config, weights=ckpt, device='cpu', show_progress=False)
+    pred = inferencer(image, no_save_vis=True, no_save_pred=True, return_vis=False)['predictions'][0]
+    model = init_detector(config, ckpt, device='cpu')
+    found = inference_detector(model, image).pred_instances
+    results.append({'inferencer': pred, 'boxes': found.bboxes.tolist(), 'labels': found.labels.tolist(),
+                    'scores': found.scores.tolist(), 'classes': list(model.dataset_meta['classes']),
+                    'masks': list(found.masks.shape) if 'masks' in found else None})
+print(json.dumps(results))
 '''
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', list(CONFIGS))
-def test_inference_on_one_image(name, trained, workspace):
+def test_inference_on_one_image(trained, workspace):
     """DetInferencer and init_detector + inference_detector agree with each other and with the validation."""
-    work = trained[name]
-    config = next(work.glob('*.py'))  # the config as trained (mmengine dumps it into the work dir)
     coco = json.loads((workspace / 'data' / 'digits-det' / 'annotations' / 'val-small.json').read_text())
     image = coco['images'][0]
     path = workspace / 'data' / 'digits-det' / 'val' / image['file_name']
-    out = json.loads(_run([sys.executable, '-c', INFERENCE, config, work / f'iter_{ITERS}.pth', path],
-                          workspace).stdout.splitlines()[-1])
-    assert out['classes'] == [str(d) for d in range(10)]
-    assert len(out['boxes']) > 0
-    np.testing.assert_allclose(out['inferencer']['bboxes'], out['boxes'], atol=1e-4)
-    np.testing.assert_allclose(out['inferencer']['scores'], out['scores'], atol=1e-6)
-    assert out['inferencer']['labels'] == out['labels']
-    if name == 'mask-rcnn':
-        assert out['masks'][1:] == [image['height'], image['width']]
-    val = [p for p in json.loads((work / 'val.bbox.json').read_text()) if p['image_id'] == image['id']]
-    assert len(val) == len(out['boxes'])
-    for p, box, score in zip(val, out['boxes'], out['scores']):
-        x, y, w, h = p['bbox']
-        np.testing.assert_allclose([x, y, x + w, y + h], box, atol=1e-3)
-        assert p['score'] == pytest.approx(score, abs=1e-5)
+    # the configs as trained (mmengine dumps them into the work dirs: every box kept, as in validation)
+    jobs = [(str(next(trained[name].glob('*.py'))), str(trained[name] / f'iter_{ITERS}.pth'), str(path))
+            for name in CONFIGS]
+    proc = _run([sys.executable, '-c', INFERENCE, json.dumps(jobs)], workspace)
+    outs = json.loads(proc.stdout.splitlines()[-1])
+    for name, out in zip(CONFIGS, outs):
+        assert out['classes'] == [str(d) for d in range(10)]
+        assert len(out['boxes']) > 0
+        np.testing.assert_allclose(out['inferencer']['bboxes'], out['boxes'], atol=1e-4)
+        np.testing.assert_allclose(out['inferencer']['scores'], out['scores'], atol=1e-6)
+        assert out['inferencer']['labels'] == out['labels']
+        masks = [len(out['boxes']), image['height'], image['width']] if name == 'mask-rcnn' else None
+        assert out['masks'] == masks
+        val = json.loads((trained[name] / 'val.bbox.json').read_text())
+        val = [p for p in val if p['image_id'] == image['id']]
+        assert len(val) == len(out['boxes'])
+        for p, box, score in zip(val, out['boxes'], out['scores']):
+            x, y, w, h = p['bbox']
+            np.testing.assert_allclose([x, y, x + w, y + h], box, atol=1e-3)
+            assert p['score'] == pytest.approx(score, abs=1e-5)
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""The shipped weight folders describe the model as timm loads it, and their cards say how to get ddarts-zoo."""
+"""The shipped weight folders describe the model as timm loads it; their cards say how to get ddarts-zoo."""
 from __future__ import annotations
 
 import json
