@@ -42,18 +42,8 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
     p.add_argument(f'--{name}', action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='python search/run.py', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
-        epilog='presets:\n' + '\n'.join(f'  {k:14s} {v}' for k, v in PRESET_SOURCES.items()))
-    p.add_argument('--preset', choices=list(PRESETS), help=f'named configuration (default: {DEFAULT_PRESET})')
-    p.add_argument('--resume', metavar='RUN_DIR',
-                   help="continue the run in RUN_DIR (its saved options are used); 'auto': continue --out/--name "
-                        "when it holds a checkpoint written with the same options, else start it (torchrun "
-                        "--max-restarts: restarted workers resume by themselves)")
-    p.add_argument('--debug', action='store_true', help='on an error, show the traceback instead of one line')
-    g = p.add_argument_group('data')
+def _data_options(g: Any) -> None:
+    """Options of the 'data' group."""
     g.add_argument('--dataset', help='digits (embedded), cifar10, cifar100, imagenet, or folder: your own images '
                                      'in ROOT/train/<class>/* (and ROOT/val/<class>/*)')
     g.add_argument('--data', help='dataset root for cifar10/cifar100/imagenet/folder (never downloaded)')
@@ -61,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--image-size', type=int, help='input resolution (default: the dataset\'s; for a folder, the '
                                                   'median shorter side of its images, at most 224)')
     g.add_argument('--workers', type=int, help='data-loader worker processes')
-    g = p.add_argument_group('search space')
+
+def _search_space_options(g: Any) -> None:
+    """Options of the 'search space' group."""
     g.add_argument('--ops', help="'darts' (7 ops), 'dartopti' (12 ops) or a comma list of registered ops")
     g.add_argument('--baseline', help='DARTOpti: start from resnet18 | resnet50 | xception (or a genotype file); '
                                       'implies the baseline\'s cells and reductions')
@@ -74,13 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--cells', choices=list(CELL_MODES),
                    help='individual (default, D-DARTS): an alpha per cell; shared (DARTS, FairDARTS): one alpha '
                         'for all normal cells and one for all reduction cells')
-    g = p.add_argument_group('schedule')
+
+def _schedule_options(g: Any) -> None:
+    """Options of the 'schedule' group."""
     g.add_argument('--epochs', type=int, help='search epochs')
     g.add_argument('--pretrain-epochs', type=int,
                    help='weight-only epochs before the search (default: 5 with --baseline, else 0)')
     g.add_argument('--batch-size', type=int, help='batch size per process')
     g.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of an epoch (smoke tests)')
-    g = p.add_argument_group('losses')
+
+def _losses_options(g: Any) -> None:
+    """Options of the 'losses' group."""
     g.add_argument('--loss', choices=list(LOSSES),
                    help="fair: L_CE + w01 L01.  ablation (the authors' semantics, kept for reproduction): + w_abl "
                         "L_abl with the marginal contributions as plain numbers, so it adds NO gradient (seeded, "
@@ -93,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--w-abl', type=float, help='ablation loss weight (paper: 0.5)')
     _bool_flag(g, 'mc-batched', 'stack the marginal-contribution reruns into one batched pass '
                                 '(default: only for small activations, where it is faster)')
-    g = p.add_argument_group('optimizers')
+
+def _optimizers_options(g: Any) -> None:
+    """Options of the 'optimizers' group."""
     g.add_argument('--arch-lr', type=float, help='per-cell Adam learning rate (paper: 3e-3)')
     g.add_argument('--arch-lr-min', type=float, help='its cosine floor (paper: 1e-3)')
     g.add_argument('--arch-weight-decay', type=float, help='per-cell Adam weight decay (paper: 1e-3)')
@@ -102,18 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--momentum', type=float)
     g.add_argument('--weight-decay', type=float)
     g.add_argument('--grad-clip', type=float)
-    g = p.add_argument_group('genotypes')
+
+def _genotypes_options(g: Any) -> None:
+    """Options of the 'genotypes' group."""
     g.add_argument('--parse', choices=['sparse', 'edge', 'darts'],
                    help='primary parsing (sparse and edge genotypes are always written; darts alone with '
                         '--mixing softmax, its default there)')
     g.add_argument('--threshold', type=float, help='sigmoid threshold of sparse/edge parsing (paper: 0.85)')
     g.add_argument('--derive-layers', type=int, help='also write the Algorithm 1 expansion to this many cells')
-    g = p.add_argument_group('early stopping (DARTOpti)')
+
+def _early_stopping_dartopti_options(g: Any) -> None:
+    """Options of the 'early stopping (DARTOpti)' group."""
     _bool_flag(g, 'early-stop', 'stop when the distance to the baseline is stable (default: on with --baseline)')
     g.add_argument('--early-stop-patience', type=int)
     g.add_argument('--early-stop-tol', type=float)
     g.add_argument('--early-stop-from', type=int)
-    g = p.add_argument_group('run')
+
+def _run_options(g: Any) -> None:
+    """Options of the 'run' group."""
     g.add_argument('--seed', type=int)
     _bool_flag(g, 'amp', 'mixed precision (default dtype: float16 + GradScaler on CUDA, bfloat16 on CPU)')
     g.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
@@ -132,6 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--threads', type=int, help='intra-op CPU threads per process (default 1 on CPU)')
     g.add_argument('--dist-timeout', type=float, metavar='SECONDS',
                    help='torchrun: how long a collective waits for the other ranks before failing (default 600)')
+
+_OPTION_GROUPS = {
+    'data': _data_options,
+    'search space': _search_space_options,
+    'schedule': _schedule_options,
+    'losses': _losses_options,
+    'optimizers': _optimizers_options,
+    'genotypes': _genotypes_options,
+    'early stopping (DARTOpti)': _early_stopping_dartopti_options,
+    'run': _run_options,
+}
+"""The option groups of the command line, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python search/run.py', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS,
+        epilog='presets:\n' + '\n'.join(f'  {k:14s} {v}' for k, v in PRESET_SOURCES.items()))
+    p.add_argument('--preset', choices=list(PRESETS), help=f'named configuration (default: {DEFAULT_PRESET})')
+    p.add_argument('--resume', metavar='RUN_DIR',
+                   help="continue the run in RUN_DIR (its saved options are used); 'auto': continue --out/--name "
+                        "when it holds a checkpoint written with the same options, else start it (torchrun "
+                        "--max-restarts: restarted workers resume by themselves)")
+    p.add_argument('--debug', action='store_true', help='on an error, show the traceback instead of one line')
+    for title, add_options in _OPTION_GROUPS.items():
+        add_options(p.add_argument_group(title))
     return p
 
 
