@@ -176,9 +176,14 @@ def run_train_unit(spec: Dict[str, Any]) -> Dict[str, Any]:
     if ran:
         from ddarts_zoo.cli import main as ddarts_zoo_main
         with console_to(Path(spec['out'] + '.log')):
-            code = ddarts_zoo_main(spec['argv'])
+            try:
+                code = ddarts_zoo_main(spec['argv'])
+            except SystemExit as err:   # argparse: a flag of --train-args it does not know
+                code = err.code
         if code or not metrics.exists():
-            raise UserError(f'training {spec["genotype"]} failed (exit {code}); see {spec["out"]}.log')
+            lines = Path(spec['out'] + '.log').read_text().strip().splitlines() or ['']
+            raise UserError(f'training {spec["genotype"]} failed (exit {code}): {lines[-1]} '
+                            f'(whole output: {spec["out"]}.log)')
     m = json.loads(metrics.read_text())
     return dict(top1=m['top1'], params=m['params'], train_s=m['train_time_s'], num_images=m.get('num_images'),
                 train_images=m.get('train_images'), ran=ran)

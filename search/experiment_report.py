@@ -3,8 +3,8 @@
 
 Per arm: mean ± sample std of the held-out top-1 over seeds, the 95 % t-interval of that mean, the
 percentile of the mean within the random architectures' accuracies, the probability that one seed of the arm
-beats one random architecture (ties count half), and a two-sided permutation test of the difference of means
-(exact when there are at most 200,000 splits, else 20,000 seeded draws).
+beats one random architecture (ties count half: the Mann-Whitney AUC), and the two-sided Mann-Whitney test
+of that AUC by permutation (exact when there are at most 200,000 splits, else 20,000 seeded draws).
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ddarts_zoo.utils.io import atomic_write
 
-__all__ = ['summarize', 'percentile_of', 'beats', 'permutation_p', 'arm_statistics', 'write_report']
+__all__ = ['summarize', 'percentile_of', 'beats', 'midranks', 'permutation_p', 'arm_statistics',
+           'write_report']
 
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -48,22 +49,36 @@ def beats(values: Sequence[float], population: Sequence[float]) -> float:
     return statistics.fmean(percentile_of(v, population) for v in values) / 100.0
 
 
+def midranks(values: Sequence[float]) -> List[float]:
+    """Rank of each value among ``values`` (1-based; tied values share the mean of their ranks)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
 def permutation_p(a: Sequence[float], b: Sequence[float], exact_limit: int = 200_000,
                   draws: int = 20_000) -> float:
-    """Two-sided p-value of ``mean(a) - mean(b)`` under random relabelling of the pooled values."""
-    pooled, n = list(a) + list(b), len(a)
-    total = sum(pooled)
-    observed = abs(statistics.fmean(a) - statistics.fmean(b))
+    """Two-sided Mann-Whitney test by permutation: how often a random relabelling of the pooled values puts
+    the rank sum of ``a`` at least as far from its expectation as observed (ties: midranks).
 
-    def gap(sum_a: float) -> float:
-        return abs(sum_a / n - (total - sum_a) / (len(pooled) - n))
-
-    tol = 1e-9 * max(1.0, observed)
-    if math.comb(len(pooled), n) <= exact_limit:
-        splits = [sum(c) for c in combinations(pooled, n)]
-        return sum(gap(s) >= observed - tol for s in splits) / len(splits)
+    Ranks, not means: a few very small random networks would otherwise dominate the difference of means.
+    """
+    ranks, n = midranks(list(a) + list(b)), len(a)
+    expected = n * (len(ranks) + 1) / 2
+    observed = abs(sum(ranks[:n]) - expected) - 1e-9
+    if math.comb(len(ranks), n) <= exact_limit:
+        splits = [sum(c) for c in combinations(ranks, n)]
+        return sum(abs(s - expected) >= observed for s in splits) / len(splits)
     rng = random.Random(0)
-    hits = sum(gap(sum(rng.sample(pooled, n))) >= observed - tol for _ in range(draws))
+    hits = sum(abs(sum(rng.sample(ranks, n)) - expected) >= observed for _ in range(draws))
     return (hits + 1) / (draws + 1)
 
 
@@ -118,6 +133,18 @@ def training_noise(records: List[Dict[str, Any]]) -> Optional[float]:
     return math.sqrt(ss / sum(len(g) - 1 for g in groups))
 
 
+def _clip(x: Optional[float]) -> Optional[float]:
+    return None if x is None else min(100.0, max(0.0, x))
+
+
+TABLE_LEGEND = (
+    '95 % CI: t-interval of the mean over seeds (clipped to 0..100). Percentile in random: share of the '
+    "random architectures below the arm's mean. P(beats random): probability that one seed of the arm beats "
+    'one random architecture (Mann-Whitney AUC, ties half). p: two-sided Mann-Whitney test of the seeds '
+    'of the arm against the random architectures (exact permutation). Params: the trained network without '
+    'auxiliary head; search: mean seconds of the search epochs.')
+
+
 def results_table(stats: Dict[str, Dict[str, Any]], labels: Dict[str, str]) -> List[str]:
     lines = ['| arm | n | held-out top-1 (%) mean ± std | 95 % CI | per seed | percentile in random | '
              'P(beats random) | p (perm.) | params (M) | search (s) |',
@@ -126,7 +153,7 @@ def results_table(stats: Dict[str, Dict[str, Any]], labels: Dict[str, str]) -> L
         per = ', '.join(_fmt(v) for v in s['values']) if arm != 'random' else \
             f'{_fmt(s["min"])} .. {_fmt(s["max"])}'
         lines.append(f'| {labels.get(arm, arm)} | {s["n"]} | {_fmt(s["mean"])} ± {_fmt(s["std"])} | '
-                     f'{_fmt(s["ci_low"])} .. {_fmt(s["ci_high"])} | {per} | '
+                     f'{_fmt(_clip(s["ci_low"]))} .. {_fmt(_clip(s["ci_high"]))} | {per} | '
                      f'{_fmt(s.get("percentile"), 0)} | {_fmt(s.get("beats_random"))} | '
                      f'{_fmt(s.get("p_value"), 3)} | {s["params"] / 1e6:.3f} | {_fmt(s["search_s"], 0)} |')
     return lines
@@ -201,7 +228,7 @@ def _cost_line(stats: Dict[str, Dict[str, Any]], result: Dict[str, Any], jobs: i
 
 def _markdown(args: argparse.Namespace, stats: Dict[str, Dict[str, Any]], labels: Dict[str, str],
               noise: Optional[float], result: Dict[str, Any]) -> str:
-    lines = [_settings_line(args, result['records']), ''] + results_table(stats, labels)
+    lines = [_settings_line(args, result['records']), ''] + results_table(stats, labels) + ['', TABLE_LEGEND]
     if 'random' in stats:
         r = stats['random']
         lines += ['', f'Random architectures: mean {_fmt(r["mean"])} %, std {_fmt(r["std"])}, range '

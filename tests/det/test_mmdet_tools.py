@@ -142,6 +142,7 @@ def test_tools_test_reproduces_the_validation(name, trained, workspace):
                 assert v['segmentation'] == t['segmentation']
 
 
+@pytest.mark.slow
 def test_checkpoint_needs_exactly_the_registered_globals(trained):
     for name, work in trained.items():
         ckpt = work / f'iter_{ITERS}.pth'
@@ -228,6 +229,19 @@ def test_inference_on_one_image(trained, workspace):
             x, y, w, h = p['bbox']
             np.testing.assert_allclose([x, y, x + w, y + h], box, atol=1e-3)
             assert p['score'] == pytest.approx(score, abs=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='mmengine launches CUDA runs itself')
+def test_cpu_distributed_checks_the_backend():
+    from mmengine.config import ConfigDict
+
+    from ddarts_zoo.errors import UserError
+    from ddarts_zoo.mmdet.cpu_dist import prepare_cpu_distributed
+    cfg = ConfigDict(launcher='none', env_cfg=dict(dist_cfg=dict(backend='nccl')))
+    assert prepare_cpu_distributed(cfg) is False and 'model_wrapper_cfg' not in cfg  # single process
+    cfg.launcher = 'pytorch'
+    with pytest.raises(UserError, match=r"env_cfg.dist_cfg.backend='nccl' needs GPUs"):
+        prepare_cpu_distributed(cfg)
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from ddarts_zoo.genotype import Genotype
 from search.experiment import build_parser, train_spec
-from search.experiment_report import beats, percentile_of, permutation_p, summarize
+from search.experiment_report import beats, midranks, percentile_of, permutation_p, summarize
 from search.random_genotypes import live_op_counts
 
 TINY = ['--seeds', '0', '--random', '2', '--jobs', '1', '--arms', 'fair', 'ablation', 'dd1',
@@ -93,11 +93,13 @@ def test_statistics_against_hand_computed_values():
     assert summarize([7.0])['std'] is None
     assert percentile_of(2.0, [1.0, 2.0, 3.0, 4.0]) == 37.5
     assert beats([5.0, 0.0], [1.0, 2.0]) == 0.5
+    assert midranks([5.0, 1.0, 5.0, 3.0]) == [3.5, 1.0, 3.5, 2.0]
+    # Mann-Whitney: a = [3, 4, 5] has ranks 4, 6, 7 among the 7 values (sum 17, expected 12); the exact
+    # two-sided p is the share of the 35 splits whose rank sum is <= 7 or >= 17: 4 of them
     a, b = [3.0, 4.0, 5.0], [0.0, 1.0, 2.0, 3.5]
-    pooled = a + b
-    obs = abs(sum(a) / 3 - sum(b) / 4)
-    splits = [abs(sum(c) / 3 - (sum(pooled) - sum(c)) / 4) for c in combinations(pooled, 3)]
-    assert permutation_p(a, b) == sum(x >= obs - 1e-12 for x in splits) / len(splits)
+    far = sum(abs(sum(c) - 12) >= 5 for c in combinations(range(1, 8), 3))
+    assert far == 4 and permutation_p(a, b) == pytest.approx(4 / 35)
+    assert permutation_p([10.0, 11.0], [0.0, 1.0, 2.0]) == pytest.approx(2 / 10)   # the two extreme splits
     assert permutation_p(a, b, exact_limit=1, draws=4000) == pytest.approx(permutation_p(a, b), abs=0.02)
 
 
