@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 import torch
+from ports import free_port
 
 try:
     import mmcv.ops  # noqa: F401
@@ -244,17 +244,12 @@ def test_cpu_distributed_checks_the_backend():
         prepare_cpu_distributed(cfg)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_two_rank_cpu_training_under_torchrun(workspace):
     work = workspace / 'work-dist'
     _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1',
-          f'--master_port={_free_port()}', '-m', 'ddarts_zoo.mmdet.train', CONFIGS['retinanet'],
+          f'--master_port={free_port()}', '-m', 'ddarts_zoo.mmdet.train', CONFIGS['retinanet'],
           '--launcher', 'pytorch', '--work-dir', work, '--cfg-options', *_options('retinanet')], workspace)
     log = next(work.glob('*/*.log')).read_text()
     assert 'Distributed training: True' in log and 'GPU number: 2' in log, log[:3000]

@@ -1,6 +1,5 @@
 """Two CPU ranks (gloo on 127.0.0.1) launched by torchrun: identical alphas after every step, one writer."""
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +34,6 @@ SCRIPT = textwrap.dedent('''
                {out!r} + f'/rank{{s.ctx.rank}}.pt')
 ''')
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

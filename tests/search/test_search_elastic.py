@@ -8,7 +8,6 @@ timeout (``--dist-timeout``), so a regression fails the test instead of hanging 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from search.checkpoint import load_checkpoint
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,11 +40,6 @@ KILLED_WORKER = textwrap.dedent('''
     sys.exit(main(sys.argv[1:]))
 ''')
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def torchrun(script: Path, args, cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,15 +26,11 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 import pytest
+from ports import free_port
 
 HUB_ORG = 'ddarts-zoo'
 CORRUPT_REPO = f'{HUB_ORG}/corrupt.digits'
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _git(cwd: Path, *args: str) -> None:

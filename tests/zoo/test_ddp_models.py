@@ -2,7 +2,6 @@
 without ``find_unused_parameters`` (as timm's train.py runs it); the paper configuration cannot."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import pytest
 import timm
 
 import ddarts_zoo  # noqa: F401  (registers the models)
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = timm.list_models('ddarts_*')
@@ -58,11 +58,6 @@ SCRIPT = textwrap.dedent('''
     os._exit(0)
 ''')
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

@@ -19,7 +19,8 @@ from ddarts_zoo.pretrained import (CorruptWeightsError, PretrainedWeightsError, 
                                    WeightsUnavailableError)
 from ddarts_zoo.weights import PRETRAINED_TAGS, PUBLISHED, TAG_MODEL_ARGS, local_weights_dir, published_tags
 
-from local_hub import CORRUPT_REPO, free_port
+from local_hub import CORRUPT_REPO
+from ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DD1 = 'ddarts_dd1_cifar.digits'
