@@ -263,6 +263,10 @@ def _run_units(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value, low in (('--random', args.random, 0), ('--jobs', args.jobs, 1),
+                             ('--threads', args.threads, 1)):
+        if value is not None and value < low:
+            raise UserError(f'{flag} must be >= {low}, got {value}')
     if args.jobs is None:
         args.jobs = 1 if args.device.startswith('cuda') else min(2, os.cpu_count() or 1)
     from search.experiment_report import write_report

@@ -53,7 +53,7 @@ def test_tiny_experiment_end_to_end_then_everything_reused(tmp_path, capsys):
     assert first.count('(ran)') == 6
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/*/*.json')}
-    assert main(['--out', str(out)] + TINY) == 0
+    assert main(['--out', str(out)] + TINY + ['--jobs', '2']) == 0   # through the process pool this time
     second = capsys.readouterr().out
     assert '(ran)' not in second and second.count('(reused)') == 6
     assert json.loads((out / 'results.json').read_text())['units_ran'] == 0
