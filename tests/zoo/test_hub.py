@@ -88,7 +88,7 @@ def test_tag_downloads_through_hub_and_reproduces_accuracy(hub, tmp_path):
     """A fresh interpreter with HF_ENDPOINT set before anything imports huggingface_hub."""
     code = textwrap.dedent(f'''
         import json, os, sys, torch, timm, ddarts_zoo
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]
         from test_hub import digits_top1
         model = timm.create_model({DD1!r}, pretrained=True)
         cached = [p for p in os.scandir(os.path.join(os.environ['HF_HOME'], 'hub'))]
