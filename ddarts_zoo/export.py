@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 from .errors import UnreadableFileError, describe_file
 from .pretrained import check_safetensors
@@ -44,6 +44,28 @@ def install_note(model_name: str) -> list:
         f'`pip install -e .` in a clone of the ddarts-zoo repository) and run `import ddarts_zoo` before '
         f'`timm.create_model(...)`: the import registers the `ddarts_*` models with timm.',
     ]
+
+
+def _accuracy_section(metrics: Optional[Mapping[str, Any]], dataset: str) -> List[str]:
+    """The card's training recipe and held-out accuracy, from a training run's ``metrics.json``."""
+    if not metrics:
+        return ['', '## Accuracy', '', 'Not measured by ddarts-zoo for these weights.']
+    lines: List[str] = []
+    recipe = metrics.get('recipe') or {}
+    if recipe:
+        lines += ['', '## Training recipe', '', '| setting | value |', '|---|---|']
+        lines += [f'| {k} | {v} |' for k, v in recipe.items()]
+        if metrics.get('train_time_s') is not None:
+            threads = f', {metrics["cpu_threads"]} thread(s)' if metrics.get('device') == 'cpu' and \
+                metrics.get('cpu_threads') else ''
+            world = f', {metrics["world_size"]} processes' if (metrics.get('world_size') or 1) > 1 else ''
+            lines.append(f'| training time | {metrics["train_time_s"]} s on {metrics.get("device", "?")}'
+                         f'{threads}{world} |')
+    lines += ['', '## Accuracy', '', '| split | images | top-1 (%) | top-5 (%) |', '|---|---|---|---|',
+              f'| {metrics.get("dataset", dataset)} {metrics.get("split", "test")} '
+              f'| {metrics.get("num_images", "?")} | {metrics["top1"]:.2f} | {metrics["top5"]:.2f} |', '',
+              'Measured on the held-out split after the last epoch (no checkpoint selection on that split).']
+    return lines
 
 
 def model_card(*, name: str, model_name: str, model_args: Mapping[str, Any], dataset: str, params: int,
@@ -82,23 +104,7 @@ def model_card(*, name: str, model_name: str, model_args: Mapping[str, Any], dat
         lines.append(f'- **Weights**: {source}')
     if notes:
         lines += ['', '## Notes', '', notes.strip()]
-    if metrics:
-        recipe = metrics.get('recipe') or {}
-        if recipe:
-            lines += ['', '## Training recipe', '', '| setting | value |', '|---|---|']
-            lines += [f'| {k} | {v} |' for k, v in recipe.items()]
-            if metrics.get('train_time_s') is not None:
-                threads = f', {metrics["cpu_threads"]} thread(s)' if metrics.get('device') == 'cpu' and \
-                    metrics.get('cpu_threads') else ''
-                world = f', {metrics["world_size"]} processes' if (metrics.get('world_size') or 1) > 1 else ''
-                lines.append(f'| training time | {metrics["train_time_s"]} s on {metrics.get("device", "?")}'
-                             f'{threads}{world} |')
-        lines += ['', '## Accuracy', '', '| split | images | top-1 (%) | top-5 (%) |', '|---|---|---|---|',
-                  f'| {metrics.get("dataset", dataset)} {metrics.get("split", "test")} '
-                  f'| {metrics.get("num_images", "?")} | {metrics["top1"]:.2f} | {metrics["top5"]:.2f} |', '',
-                  'Measured on the held-out split after the last epoch (no checkpoint selection on that split).']
-    else:
-        lines += ['', '## Accuracy', '', 'Not measured by ddarts-zoo for these weights.']
+    lines += _accuracy_section(metrics, dataset)
     ref = f'hf-hub:{repo_id}' if repo_id else 'local-dir:/path/to/this/folder'
     lines += [
         '', '## Usage', '', '```python', 'import timm',

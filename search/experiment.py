@@ -27,12 +27,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-if __package__ in (None, ''):  # run as a script from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ddarts_zoo.errors import UserError  # noqa: E402
-from search.unit_runner import Runner, console_to, exclusive, unit_hash  # noqa: E402
+# `search` first: importing it sets OMP_WAIT_POLICY before torch loads (the worker processes inherit it)
+from search.unit_runner import Runner, console_to, exclusive, unit_hash
+from ddarts_zoo.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,10 @@ from math import comb
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-if __package__ in (None, ''):  # run as a script from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ddarts_zoo.edges import Edge, edge_pairs, live_nodes  # noqa: E402
-from ddarts_zoo.errors import UserError  # noqa: E402
-from ddarts_zoo.genotype import Genotype  # noqa: E402
-from ddarts_zoo.ops import OP_SPACES  # noqa: E402
+from ddarts_zoo.edges import Edge, edge_pairs, live_nodes
+from ddarts_zoo.errors import UserError
+from ddarts_zoo.genotype import Genotype
+from ddarts_zoo.ops import OP_SPACES
 
 __all__ = ['MATCH_MODES', 'RandomGenotypeError', 'SearchSpace', 'sample_cell', 'sample_genotype',
            'sample_genotypes', 'live_op_counts', 'space_of']

@@ -82,6 +82,28 @@ def _cell_index(module: str) -> int:
     return max(level_source(module), -1)
 
 
+def _weights_init_cfg(pretrained: Optional[Union[bool, str]], init_cfg: Any) -> Any:
+    """The ``init_cfg`` that loads ``pretrained`` (mmdet's ``Pretrained`` initializer), or ``init_cfg`` itself."""
+    if pretrained and init_cfg:
+        raise ValueError('DDartsBackbone: set either pretrained or init_cfg, not both')
+    if pretrained:
+        return dict(type='Pretrained', checkpoint=pretrained)
+    if pretrained not in (None, False):
+        raise ValueError(f'DDartsBackbone: pretrained must be None, a bool or a string, got {pretrained!r}')
+    return init_cfg
+
+
+def _check_model_args(model_args: Optional[Dict[str, Any]], drop_path_rate: float) -> Dict[str, Any]:
+    """A copy of ``model_args`` without the keys the backbone sets itself; ``drop_path_rate`` in [0, 1)."""
+    model_args = dict(model_args or {})
+    for key, why in _RESERVED_ARGS.items():
+        if key in model_args:
+            raise ValueError(f'DDartsBackbone: model_args may not contain {key!r} ({why})')
+    if not 0.0 <= float(drop_path_rate) < 1.0:
+        raise ValueError(f'DDartsBackbone: drop_path_rate must be in [0, 1), got {drop_path_rate}')
+    return model_args
+
+
 @MODELS.register_module()
 class DDartsBackbone(CellNetwork, BaseModule):
     """A D-DARTS / DARTOpti network (any registered ``ddarts_*`` timm model) as a detection backbone.
@@ -126,23 +148,11 @@ class DDartsBackbone(CellNetwork, BaseModule):
             model_args: Optional[Dict[str, Any]] = None,
             init_cfg: Optional[Union[Dict[str, Any], List[Dict[str, Any]]]] = None,
     ) -> None:
-        if pretrained and init_cfg:
-            raise ValueError('DDartsBackbone: set either pretrained or init_cfg, not both')
-        if pretrained:
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        elif pretrained not in (None, False):
-            raise ValueError(f'DDartsBackbone: pretrained must be None, a bool or a string, '
-                             f'got {pretrained!r}')
+        init_cfg = _weights_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         self.model_name = model_name
         self.arch = _check_model_name(model_name)
-        model_args = dict(model_args or {})
-        for key, why in _RESERVED_ARGS.items():
-            if key in model_args:
-                raise ValueError(f'DDartsBackbone: model_args may not contain {key!r} ({why})')
-        self.model_args = model_args
-        if not 0.0 <= float(drop_path_rate) < 1.0:
-            raise ValueError(f'DDartsBackbone: drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.model_args = model_args = _check_model_args(model_args, drop_path_rate)
 
         # Named weights (a tag, hf-hub:, local-dir:) fix architecture arguments (e.g. init_channels): build
         # through that name without loading, so that they apply (explicit model_args still win).
