@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from ddarts_zoo.errors import UserError
 from ddarts_zoo.utils.dist import DistContext
+from ddarts_zoo.utils.io import is_interrupted_write
 
 from .checkpoint import CHECKPOINT_NAME
 
@@ -44,7 +45,7 @@ def auto_resume_dir(out: str, name: Optional[str]) -> Optional[Path]:
 def check_resume_path(resume: 'str | Path') -> None:
     """Refuse a temporary file of an interrupted write given as the checkpoint to resume."""
     path = Path(resume)
-    if path.name.startswith('.') and path.name.endswith('.tmp'):
+    if is_interrupted_write(path):
         raise UserError(f'{path} is the temporary file of an interrupted write, not a checkpoint; '
                         f'resume the run directory {path.parent}')
 
@@ -65,7 +66,7 @@ def check_same_options(saved: Dict[str, Any], given: Dict[str, Any], path: Path)
 
 def _first_try_of(path: Path, options: Dict[str, Any]) -> bool:
     """Whether ``path`` holds only what an earlier try of the same run wrote before its first checkpoint."""
-    names = {p.name for p in path.iterdir() if not _is_temp(p)}
+    names = {p.name for p in path.iterdir() if not is_interrupted_write(p)}
     if not names <= set(_FIRST_TRY_FILES):
         return False
     if 'config.json' not in names:
@@ -89,7 +90,7 @@ def new_run_dir_error(path: Path, options: Dict[str, Any], auto: bool = False) -
         return None
     if not path.is_dir():
         return f'{path} exists and is not a directory; choose another --name'
-    entries = sorted(p.name for p in path.iterdir() if not _is_temp(p))
+    entries = sorted(p.name for p in path.iterdir() if not is_interrupted_write(p))
     if not entries or (auto and _first_try_of(path, options)):
         return None
     shown = ', '.join(entries[:5]) + (f' and {len(entries) - 5} more' if len(entries) > 5 else '')
@@ -122,11 +123,6 @@ def agree_on_run_dir(ctx: DistContext, path: Path, options: Dict[str, Any], *, n
     return path
 
 
-def _is_temp(path: Path) -> bool:
-    """A temporary file or folder of :func:`ddarts_zoo.utils.io.atomic_write` / ``atomic_dir``."""
-    return path.name.startswith('.') and (path.name.endswith('.tmp') or '.old-' in path.name)
-
-
 def remove_stale_temps(run_dir: Path) -> List[Path]:
     """Remove what interrupted atomic writes left in ``run_dir`` (and its sub-folders); returns the paths.
 
@@ -134,7 +130,8 @@ def remove_stale_temps(run_dir: Path) -> List[Path]:
     """
     if not run_dir.is_dir():
         return []
-    stale = sorted((p for p in run_dir.rglob('.*') if _is_temp(p)), key=lambda p: len(p.parts), reverse=True)
+    stale = sorted((p for p in run_dir.rglob('.*') if is_interrupted_write(p)), key=lambda p: len(p.parts),
+                   reverse=True)
     removed = []
     for p in stale:
         if p.is_dir() and not p.is_symlink():

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ..errors import UnreadableFileError, UserError, describe_file
 from .dist import DistContext
-from .io import atomic_write, safe_torch_load
+from .io import atomic_write, is_interrupted_write, safe_torch_load
 from .seed import capture_rng_state, restore_rng_state
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'gather_rng_states', 'restore_rank_rng',
@@ -80,7 +80,7 @@ def remove_stale_temps(path: PathLike) -> List[Path]:
     Call it only where no other process is writing ``path`` (e.g. on the writer rank, before resuming).
     """
     path = Path(path)
-    stale = sorted(path.parent.glob(f'.{path.name}.*.tmp'))
+    stale = sorted(p for p in path.parent.glob(f'.{path.name}.*') if p.is_file() and is_interrupted_write(p))
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import DiskFullError, MissingFileError, UnreadableFileError, describe_file
 
-__all__ = ['atomic_write', 'atomic_dir', 'safe_torch_load']
+__all__ = ['atomic_write', 'atomic_dir', 'safe_torch_load', 'is_interrupted_write']
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -46,6 +46,13 @@ def _disk_full_error(target: Path, existed: bool) -> DiskFullError:
                 else 'nothing was written')
     return DiskFullError(f'no space left on the device while writing {target}; {previous} '
                          f'(free some space and run again)')
+
+
+def is_interrupted_write(path: PathLike) -> bool:
+    """Whether ``path`` is what a killed :func:`atomic_write` / :func:`atomic_dir` left behind: its temporary
+    file or folder (``.NAME.<random>.tmp``) or a replaced folder it had not yet removed (``.NAME.old-<pid>``)."""
+    name = Path(path).name
+    return name.startswith('.') and (name.endswith('.tmp') or '.old-' in name)
 
 
 def atomic_write(path: PathLike, data: Union[str, bytes, Callable[[Any], None], Any]) -> Path:
