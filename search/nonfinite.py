@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['NonFiniteEvaluationWarning', 'BufferSnapshot', 'warn_nonfinite_metrics', 'nonfinite_tensors']
+__all__ = ['NonFiniteEvaluationWarning', 'all_finite', 'BufferSnapshot', 'warn_nonfinite_metrics', 'nonfinite_tensors']
 
 EPOCH_METRICS = ('valid_loss', 'valid_acc', 'train_loss', 'train_acc', 'arch_ce', 'arch_acc')
 
 
 class NonFiniteEvaluationWarning(RuntimeWarning):
     """An epoch's evaluation or mean training loss is NaN/inf: the supernet is diverging."""
+
+
+def all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every element of ``tensors`` is finite: one fused check, a 0-d device flag (no host read)."""
+    return torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()
 
 
 class BufferSnapshot:
@@ -51,7 +56,7 @@ class BufferSnapshot:
         """Whether every floating buffer is finite (a device tensor; True without buffers)."""
         if not self.floating:
             return torch.ones((), dtype=torch.bool)
-        return torch.isfinite(torch.cat([b.reshape(-1) for b in self.floating])).all()
+        return all_finite(self.floating)
 
 
 def warn_nonfinite_metrics(rec: Mapping[str, Any]) -> Optional[str]:

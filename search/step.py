@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,7 @@ from .graphs import GraphedCall
 from .loss_terms import ablation_losses, cross_entropy
 from .losses import ArchGradients, build_loss
 from .marginal import random_mixing_weights
-from .nonfinite import BufferSnapshot
+from .nonfinite import BufferSnapshot, all_finite
 from .supernet import SuperNet
 
 __all__ = ['NonFiniteLossError', 'CellAgent', 'cell_agents', 'WeightResult', 'SearchUpdates']
@@ -50,10 +50,6 @@ class CellAgent:
 
 def cell_agents(net: SuperNet) -> List[CellAgent]:
     return [CellAgent(net.group_ids[k], net.cells_of_group(k), a) for k, a in enumerate(net.alphas)]
-
-
-def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()
 
 
 @dataclass
@@ -191,7 +187,7 @@ class SearchUpdates:
         for agent, g in zip(self.agents, res.grads):
             agent.alpha.grad = g
         self.a_scaler.unscale_(self.arch.optimizer)   # a no-op unless float16
-        loss_ok, grads_ok, stats_ok = self._read_flags(torch.isfinite(res.ce), _all_finite(res.grads),
+        loss_ok, grads_ok, stats_ok = self._read_flags(torch.isfinite(res.ce), all_finite(res.grads),
                                                        self.bn_state.finite())
         if loss_ok and grads_ok and stats_ok:
             self.arch.step()
