@@ -12,9 +12,9 @@ from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from .data import DatasetInfo, build_dataset, check_enough_images, dataset_info
+from .data import DatasetInfo, build_dataset, check_enough_images, dataset_info, seeded_subset
 from .train_config import CHECKPOINT_NAME, TrainConfig, TrainConfigError
 from .train_loops import TrainForward
 from .transforms import build_transforms
@@ -107,8 +107,7 @@ def train_subset(dataset: Dataset, size: float, seed: int) -> Dataset:
     keep = int(size) if size >= 1 else max(1, int(n * size))
     if keep > n:
         raise TrainConfigError(f'--train-subset {keep}: the training split has only {n} images')
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, sorted(order[:keep].tolist()))
+    return seeded_subset(dataset, keep, seed)
 
 
 def build_loaders(cfg: TrainConfig, ctx: DistContext, info: DatasetInfo) -> Tuple[DataLoader, DataLoader]:

@@ -28,7 +28,7 @@ from .info import (DATASET_NAMES, DATASETS, DatasetInfo, DatasetMissingError, Fo
 
 __all__ = ['DatasetInfo', 'DATASETS', 'DATASET_NAMES', 'dataset_info', 'DigitsDataset', 'build_dataset',
            'split_half', 'DatasetMissingError', 'FolderDataError', 'TooFewImagesError', 'check_enough_images',
-           'DIGITS_PATH']
+           'DIGITS_PATH', 'seeded_subset']
 
 DIGITS_PATH = Path(__file__).resolve().parent / 'digits.npz'
 DIGITS_SPLIT_SEED = 0
@@ -165,10 +165,14 @@ def build_dataset(name: str, split: str = 'train', root: Optional[str] = None, t
     if not 0.0 < subset <= 1.0:
         raise ValueError(f'subset must be in (0, 1], got {subset}')
     if subset < 1.0:
-        n = len(ds)
-        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max(1, int(n * subset))]
-        ds = Subset(ds, sorted(keep.tolist()))
+        ds = seeded_subset(ds, max(1, int(len(ds) * subset)), seed)
     return ds
+
+
+def seeded_subset(ds: Dataset, keep: int, seed: int) -> Subset:
+    """``keep`` images of ``ds`` drawn without replacement by ``seed`` (in their original order)."""
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    return Subset(ds, sorted(order[:keep].tolist()))
 
 
 def split_half(ds: Dataset, seed: int = 0) -> Tuple[Subset, Subset]:
